@@ -1,0 +1,5 @@
+"""Run the engine CLI as `python -m kdarts`."""
+
+from kdarts.cli import main
+
+main()
