@@ -5,7 +5,9 @@ parameters` also tags the cell `parameters`, as papermill expects). The rendered
 cells and built into an nbformat v4 notebook, which is validated before it is written.
 
 A bundle is the folder `kaggle kernels push -p` takes: `<slug>/<slug>.ipynb` and
-`kernel-metadata.json`.
+`kernel-metadata.json`. Files too large for the notebook (Kaggle rejects sources of 1 MB or more)
+are listed in the spec's `assets`: they go into an attached dataset, and the notebook checks their
+SHA-256 before it uses them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import pprint
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +27,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import kdarts
 from kdarts.errors import RenderError
+from kdarts.fileio import sha256_file
 from kdarts.kernel.resources import template_folders
 from kdarts.kernel.specs import KernelSpec
 from kdarts.kernel.wheel import EngineWheel, build_engine_wheel
@@ -37,6 +41,19 @@ KAGGLE_SOURCE_LIMIT = 1_000_000
 METADATA_FILE = "kernel-metadata.json"
 _CELL_MARKER = re.compile(r"^#%% (markdown|code)( parameters)?\s*$")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A file shipped in the kernel's assets dataset instead of the notebook."""
+
+    name: str
+    path: Path
+    sha256: str
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.name.endswith(".whl")
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,48 @@ def notebook_parameters(spec: KernelSpec, target: Target, time_budget_seconds: f
     parameters["dataset_slug"] = spec.dataset_slug()
     parameters["target"] = target
     parameters["time_budget_seconds"] = time_budget_seconds
+    parameters["run_name"] = spec.kernel.slug
+    if target == "colab":
+        parameters["drive_folder"] = spec.kernel.drive_folder
+    if spec.kernel.uses_assets:
+        parameters["assets_slug"] = spec.kernel.assets_slug
     return parameters
+
+
+def collect_assets(spec: KernelSpec, wheel: EngineWheel, target: Target = "kaggle") -> list[Asset]:
+    """Return the files of the spec's assets dataset: its `assets`, and the engine wheel when not embedded."""
+    assets = [Asset(name=path.name, path=path, sha256=sha256_file(path)) for path in spec.asset_paths()]
+    names = [asset.name for asset in assets]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise RenderError(f"{spec.path}: kernel.assets lists several files named {', '.join(duplicates)}; rename one")
+    if not embeds_engine(spec, target):
+        if wheel.filename in names:
+            raise RenderError(f"{spec.path}: kernel.assets already holds a file named {wheel.filename}")
+        assets.append(Asset(name=wheel.filename, path=Path(wheel.filename), sha256=wheel.sha256))
+    return assets
+
+
+def embeds_engine(spec: KernelSpec, target: Target) -> bool:
+    """Return whether the notebook carries the engine wheel; Colab notebooks always do.
+
+    A Colab notebook installs the engine before Google Drive is mounted, and Drive notebooks have no
+    1 MB source limit, so embedding is both needed and harmless there.
+    """
+    return spec.kernel.embed_engine or target == "colab"
+
+
+def write_assets(spec: KernelSpec, wheel: EngineWheel, folder: Path, target: Target = "kaggle") -> list[Asset]:
+    """Copy the assets dataset's files into `folder` (for publishing) and return them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    assets = collect_assets(spec, wheel, target)
+    for asset in assets:
+        if asset.name == wheel.filename and asset.sha256 == wheel.sha256:
+            (folder / asset.name).write_bytes(wheel.data)
+        else:
+            shutil.copyfile(asset.path, folder / asset.name)
+    return assets
 
 
 def default_time_budget(spec: KernelSpec) -> float:
@@ -101,6 +159,8 @@ def render_notebook(
             spec=spec,
             params=notebook_parameters(spec, target, budget),
             wheel=wheel,
+            embed_engine=embeds_engine(spec, target),
+            assets=collect_assets(spec, wheel, target),
             target=target,
             kdarts_version=kdarts.__version__,
         )
@@ -177,7 +237,7 @@ def kernel_metadata(spec: KernelSpec, owner: str) -> dict[str, Any]:
         "enable_internet": spec.kernel.internet,
         "dataset_sources": spec.dataset_sources(owner),
         "competition_sources": [],
-        "kernel_sources": [],
+        "kernel_sources": spec.kernel_source_refs(owner),
         "model_sources": [],
     }
     if spec.kernel.accelerator:
@@ -194,7 +254,11 @@ def write_bundle(
     wheel: EngineWheel | None = None,
     time_budget_seconds: float | None = None,
 ) -> Bundle:
-    """Render the spec and write its bundle into `folder/<slug>/`; refuse sources of 1 MB or more."""
+    """Render the spec and write its bundle into `folder/<slug>/`; reject Kaggle sources of 1 MB or more.
+
+    A Kaggle bundle holds `<slug>.ipynb` and `kernel-metadata.json`; a Colab bundle holds only the
+    notebook, which Colab opens from Google Drive.
+    """
     notebook = render_notebook(spec, target=target, wheel=wheel, time_budget_seconds=time_budget_seconds)
     text = nbformat.writes(notebook)
     size = len(text.encode("utf-8"))
@@ -209,6 +273,10 @@ def write_bundle(
     metadata = kernel_metadata(spec, owner)
     notebook_path = bundle_folder / metadata["code_file"]
     notebook_path.write_text(text, encoding="utf-8")
-    (bundle_folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    metadata_path = bundle_folder / METADATA_FILE
+    if target == "kaggle":
+        metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    else:
+        metadata_path.unlink(missing_ok=True)
     logger.info("rendered %s (%s) to %s: %s bytes", spec.name, target, notebook_path, f"{size:,}")
     return Bundle(folder=bundle_folder, notebook=notebook_path, metadata=metadata, size=size)

@@ -47,6 +47,7 @@ STATUS_FILE = "status.json"
 EXECUTED_NOTEBOOK = "executed.ipynb"
 LOG_FILE = "log.txt"
 DEFAULT_CELL_TIMEOUT = 6 * 3600.0
+CELL_TIMEOUT_VARIABLE = "KDARTS_LOCAL_CELL_TIMEOUT"
 
 
 def default_home() -> Path:
@@ -60,10 +61,10 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, root: Path | None = None, *, owner: str = DEFAULT_OWNER, cell_timeout: float = DEFAULT_CELL_TIMEOUT):
+    def __init__(self, root: Path | None = None, *, owner: str = DEFAULT_OWNER, cell_timeout: float | None = None):
         self.root = Path(root) if root is not None else default_home() / "local"
         self._owner = owner
-        self.cell_timeout = cell_timeout
+        self.cell_timeout = cell_timeout if cell_timeout is not None else _cell_timeout_from_environment()
 
     @property
     def owner(self) -> str:
@@ -92,8 +93,10 @@ class LocalBackend(Backend):
         if missing:
             raise BackendError(
                 f"cannot push {ref}: dataset(s) {', '.join(missing)} not found in the local store {self.root}; "
-                "publish them first"
+                "publish them first (kdarts-kernel dataset publish PATH --slug SLUG)"
             )
+        for source in metadata.get("kernel_sources", []):
+            self.kernel_output_path(source)
 
         version, folder = self._allocate_version(ref)
         shutil.copytree(bundle.folder, folder / "bundle")
@@ -156,6 +159,14 @@ class LocalBackend(Backend):
             )
         return status
 
+    def latest_version(self, ref: str) -> int | None:
+        versions = self.versions(ref)
+        return versions[-1] if versions else None
+
+    def latest_dataset_version(self, ref: str) -> int | None:
+        versions = self.dataset_versions(ref)
+        return versions[-1] if versions else None
+
     def _latest_version(self, ref: str) -> int:
         versions = self.versions(ref)
         if not versions:
@@ -183,6 +194,15 @@ class LocalBackend(Backend):
                 shutil.copy2(folder / name, target / destination_name)
                 copied.append(target / destination_name)
         return copied
+
+    def kernel_output_path(self, ref: str) -> Path:
+        """Return the output folder of a kernel's newest complete version, which other kernels attach."""
+        for version in reversed(self.versions(ref)):
+            if self.status(ref, version).state == "complete":
+                return self.version_folder(ref, version) / "run" / "working"
+        raise BackendError(
+            f"kernel source {ref} has no complete version in the local store {self.root}; push it and let it finish first"
+        )
 
     def log_path(self, ref: str, version: int) -> Path:
         return self.version_folder(ref, version) / LOG_FILE
@@ -230,8 +250,31 @@ class LocalBackend(Backend):
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             raise BackendError(f"dataset {ref} version {version} was created concurrently; publish again") from error
+        _make_read_only(dataset_folder / f"v{version}")
         logger.info("published dataset %s version %d from %s", ref, version, source)
         return DatasetVersion(ref=ref, version=version, status="ready")
+
+
+def _cell_timeout_from_environment() -> float:
+    """Return `KDARTS_LOCAL_CELL_TIMEOUT` (a duration such as 600 or "2h"), or the default of 6 hours."""
+    from kdarts.kernel.specs import parse_duration
+
+    text = os.environ.get(CELL_TIMEOUT_VARIABLE)
+    if not text:
+        return DEFAULT_CELL_TIMEOUT
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise BackendError(f"{CELL_TIMEOUT_VARIABLE}={text!r} is invalid: {error}") from error
+
+
+def _make_read_only(folder: Path) -> None:
+    # Kaggle mounts inputs read-only. Clearing the write bits gives the same error to a notebook
+    # that writes into its input, except when it runs as root, which ignores them.
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if not path.is_symlink():
+            path.chmod(0o555 if path.is_dir() else 0o444)
+    folder.chmod(0o555)
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -96,15 +96,17 @@ def write_kernelspec(folder: Path, python: Path, name: str) -> Path:
     return folder
 
 
-def mount_datasets(backend: LocalBackend, sources: list[str], input_folder: Path) -> None:
-    """Link each attached dataset's newest version as `input/<slug>`, as Kaggle mounts them."""
+def mount_datasets(backend: LocalBackend, sources: list[str], input_folder: Path, kernel_sources: list[str] = ()) -> None:
+    """Link each attached dataset's newest version, and each attached kernel's newest complete output,
+    as `input/<slug>`, as Kaggle mounts them."""
     input_folder.mkdir(parents=True, exist_ok=True)
-    for source in sources:
-        slug = source.split("/")[1]
-        link = input_folder / slug
+    targets = [(source, backend.dataset_path(source)) for source in sources]
+    targets += [(source, backend.kernel_output_path(source)) for source in kernel_sources]
+    for source, target in targets:
+        link = input_folder / source.split("/")[1]
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(backend.dataset_path(source), target_is_directory=True)
+        link.symlink_to(target, target_is_directory=True)
 
 
 def run(folder: Path) -> int:
@@ -130,12 +132,16 @@ def run(folder: Path) -> int:
         run_folder = folder / "run"
         working = run_folder / "working"
         working.mkdir(parents=True, exist_ok=True)
-        mount_datasets(backend, metadata.get("dataset_sources", []), run_folder / "input")
+        mount_datasets(
+            backend, metadata.get("dataset_sources", []), run_folder / "input", metadata.get("kernel_sources", [])
+        )
         python = create_kernel_environment(run_folder / "python")
         kernel_name = notebook.metadata.get("kernelspec", {}).get("name", "python3")
         kernels_folder = write_kernelspec(run_folder / "jupyter" / "kernels", python, kernel_name)
 
-        manager = KernelManager(
+        # An asynchronous manager is needed for timeouts: with a blocking client, nbclient's wait for
+        # output blocks the event loop, so a silent cell would never reach its timeout.
+        manager = AsyncKernelManager(
             kernel_name=kernel_name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_folder)])
         )
         client = StreamingNotebookClient(
