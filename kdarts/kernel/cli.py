@@ -21,9 +21,12 @@ app = typer.Typer(
 console = Console(stderr=True)
 _state = {"debug": False}
 
-ProfileOption = Annotated[Optional[str], typer.Option("--profile", help="Spec profile to apply (default: the spec's default_profile).")]
+ProfileOption = Annotated[
+    Optional[str],
+    typer.Option("--profile", help="Spec profile to apply (default: the profile named after the backend or target, else the spec's default_profile)."),
+]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a parameter for this run, as key=value; repeatable.")]
-BackendOption = Annotated[str, typer.Option("--backend", help="Where to run: local (this machine) or kaggle.")]
+BackendOption = Annotated[str, typer.Option("--backend", help="Where to run: local (this machine), kaggle, or colab (uploads to Google Drive).")]
 
 
 @app.callback()
@@ -48,14 +51,15 @@ def render(
     set_values: SetOption = None,
 ) -> None:
     """Render a kernel spec into a bundle folder that `kaggle kernels push -p` accepts."""
-    from kdarts.kernel.render import write_bundle
+    from kdarts.kernel.render import KAGGLE_SOURCE_LIMIT, write_bundle
     from kdarts.kernel.specs import load_spec
 
     if target not in ("kaggle", "colab"):
         raise KdartsError(f"invalid --target {target!r}; use kaggle or colab")
-    spec = load_spec(name, profile=profile, overrides=set_values)
+    spec = load_spec(name, profile=profile, overrides=set_values, platform=target)
     bundle = write_bundle(spec, output, owner=owner, target=target)  # type: ignore[arg-type]
-    typer.echo(f"{bundle.notebook} ({bundle.size:,} bytes)")
+    limit = f" of Kaggle's {KAGGLE_SOURCE_LIMIT:,}" if target == "kaggle" else ""
+    typer.echo(f"{bundle.notebook} ({bundle.size:,} bytes{limit}; profile {spec.profile or 'none'})")
 
 
 @app.command()
@@ -63,7 +67,9 @@ def push(
     name: Annotated[str, typer.Argument(help="Kernel spec name, for example 'search'.")],
     backend_name: BackendOption = "local",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run until it ends, then pull its output.")] = False,
-    timeout: Annotated[Optional[float], typer.Option(help="With --wait: give up after this many seconds.")] = None,
+    timeout: Annotated[
+        Optional[float], typer.Option(help="With --wait: give up after this many seconds (default: the session limit plus one hour).")
+    ] = None,
     profile: ProfileOption = None,
     set_values: SetOption = None,
 ) -> None:
@@ -72,15 +78,22 @@ def push(
     from kdarts.kernel.jobs import pull_kernel, push_kernel
     from kdarts.kernel.specs import load_spec
 
-    spec = load_spec(name, profile=profile, overrides=set_values)
+    spec = load_spec(name, profile=profile, overrides=set_values, platform=backend_name)
     backend = get_backend(backend_name)
+    if wait and getattr(backend, "target", "kaggle") == "colab":
+        raise KdartsError("--wait cannot follow a Colab run, which you start by hand; push without --wait")
     record = push_kernel(spec, backend)
     typer.echo(f"pushed {record.ref} version {record.version} to the {backend.name} backend")
+    if getattr(backend, "target", "kaggle") == "colab":
+        typer.echo(f"open it in Colab and choose Runtime > Run all: {record.url}")
+        return
     if not wait:
         typer.echo(f"follow it with: kdarts-kernel status {spec.name}")
         return
 
-    status = _follow(backend, record.ref, record.version, timeout)
+    # A wait is always bounded: a session cannot outlive its limit, and an hour covers the queue.
+    wait_limit = timeout if timeout is not None else spec.kernel.session_limit + 3600.0
+    status = _follow(backend, record.ref, record.version, wait_limit)
     target = pull_kernel(backend, record)
     typer.echo(f"output of version {record.version} pulled into {target}")
     if status.state != "complete":
@@ -111,7 +124,47 @@ def _follow(backend, ref: str, version: int, timeout: float | None):
                 total=status.cells_total,
             )
 
-        return wait_for_kernel(backend, ref, version, timeout=timeout, on_status=show)
+        poll_seconds = getattr(backend, "poll_seconds", 2.0)
+        return wait_for_kernel(backend, ref, version, timeout=timeout, poll_seconds=poll_seconds, on_status=show)
+
+
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help="Kernel spec name, for example 'search'.")],
+    backend_name: BackendOption = "local",
+    max_retries: Annotated[int, typer.Option(help="Retries of a failed session from the last good checkpoint.")] = 2,
+    session_timeout: Annotated[
+        Optional[float], typer.Option(help="Give up waiting for one session after this many seconds.")
+    ] = None,
+    profile: ProfileOption = None,
+    set_values: SetOption = None,
+) -> None:
+    """Run a kernel across as many sessions as it needs, resuming each from a checkpoint dataset.
+
+    Stopping `run` at any moment is safe: run it again with the same arguments and it continues
+    where it was, without pushing a session twice.
+    """
+    from kdarts.kernel.backends import get_backend
+    from kdarts.kernel.chain import Chain, describe_chain
+    from kdarts.kernel.specs import load_spec
+
+    spec = load_spec(name, profile=profile, overrides=set_values)
+    backend = get_backend(backend_name)
+
+    last_line = {"text": ""}
+
+    def show(session, kernel_status) -> None:
+        line = f"session {session.index}: {kernel_status.describe()}"
+        if line != last_line["text"]:
+            console.print(line, highlight=False)
+            last_line["text"] = line
+
+    chain = Chain(spec, backend, max_retries=max_retries, wait_timeout=session_timeout, on_status=show)
+    final = chain.run()
+    typer.echo(describe_chain(final))
+    if final.state != "complete":
+        raise KdartsError(f"the chain of {name} failed: {final.error}; fix the cause and run it again")
+    typer.echo(f"results in {final.final_output}")
 
 
 @app.command()
@@ -123,6 +176,11 @@ def status(
     from kdarts.kernel.backends import get_backend
     from kdarts.kernel.jobs import latest_push
 
+    from kdarts.kernel.chain import describe_chain, load_chain
+
+    chain = load_chain(name) if version is None else None
+    if chain is not None:
+        typer.echo(describe_chain(chain))
     record = latest_push(name, version=version)
     backend = get_backend(record.backend)
     typer.echo(backend.status(record.ref, record.version).describe())
@@ -152,8 +210,75 @@ def list_kernels() -> None:
     """List the kernel specs this folder sees (./kernels first, then the built-in ones)."""
     from kdarts.kernel.specs import list_specs
 
+    from kdarts.kernel.specs import spec_profiles
+
     for name, path in list_specs().items():
-        typer.echo(f"{name}\t{path}")
+        profiles = ", ".join(spec_profiles(str(path))) or "none"
+        typer.echo(f"{name}\tprofiles: {profiles}\t{path}")
+
+
+@app.command()
+def emulate(
+    port: Annotated[int, typer.Option(help="Port to listen on, on 127.0.0.1 only; 0 picks a free one.")] = 8089,
+    root: Annotated[Optional[Path], typer.Option(help="State folder (default: $KDARTS_HOME/emulator).")] = None,
+    credentials: Annotated[
+        Optional[Path],
+        typer.Option(help="kaggle.json whose username and key the emulator accepts; created with a random key when missing (default: <root>/client/kaggle.json)."),
+    ] = None,
+    user: Annotated[str, typer.Option(help="User name written into a newly created credentials file.")] = "kdarts",
+    processing_seconds: Annotated[float, typer.Option(help="Seconds a new dataset version stays processing before it is ready.")] = 1.0,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Write the URL and process id here as JSON once listening.")] = None,
+) -> None:
+    """Serve a Kaggle-compatible API on 127.0.0.1 that runs pushed kernels on this machine (see docs/kaggle.md)."""
+    from kdarts.kernel.emulator.command import serve
+
+    serve(port=port, root=root, credentials=credentials, user=user, processing_seconds=processing_seconds, ready_file=ready_file)
+
+
+dataset_app = typer.Typer(help="Publish datasets that kernels attach.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("publish")
+def publish_dataset(
+    path: Annotated[Path, typer.Argument(help="A dataset folder, or one archive file (.tar.gz, .tgz, .tar, .zip or .npz).")],
+    slug: Annotated[str, typer.Option(help="Dataset slug: 6 to 50 lowercase letters, digits and dashes.")],
+    backend_name: BackendOption = "local",
+    title: Annotated[Optional[str], typer.Option(help="Dataset title (default: the slug).")] = None,
+    message: Annotated[str, typer.Option(help="Version notes.")] = "",
+) -> None:
+    """Publish a folder or an archive as a new version of dataset <owner>/<slug>."""
+    import shutil
+    import tempfile
+
+    from kdarts.kernel.backends import get_backend
+    from kdarts.kernel.specs import normalize_source
+
+    try:
+        slug = normalize_source(slug, allow_bare=True).split("/")[-1]
+    except ValueError as error:
+        raise KdartsError(f"invalid --slug: {error}") from error
+    if len(slug) < 6:
+        raise KdartsError(f"invalid --slug {slug!r}: dataset slugs are 6 to 50 characters")
+    if not path.exists():
+        raise KdartsError(f"{path} not found; pass a dataset folder or an archive file")
+    backend = get_backend(backend_name)
+    ref = f"{backend.owner}/{slug}"
+    with tempfile.TemporaryDirectory(prefix="kdarts-dataset-") as staging:
+        folder = path
+        if path.is_file():
+            # An archive is published as the dataset's one file; the engine reads it directly.
+            folder = Path(staging)
+            shutil.copy2(path, folder / path.name)
+        version = backend.publish_dataset(ref, folder, title=title or slug, message=message)
+    typer.echo(f"published {version.ref} version {version.version} ({version.status}) on the {backend.name} backend")
+
+
+def _print_error(message: str) -> None:
+    from rich.text import Text
+
+    # soft_wrap keeps the message on one line; Text keeps "[params]" from being read as markup.
+    console.print(Text("error: ", style="red") + Text(message), soft_wrap=True, highlight=False)
 
 
 def main() -> None:
@@ -163,7 +288,12 @@ def main() -> None:
     except KdartsError as error:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        _print_error(str(error))
+        raise SystemExit(1) from None
+    except OSError as error:
+        if _state["debug"]:
+            raise
+        _print_error(f"{error}; run again with --debug for the traceback")
         raise SystemExit(1) from None
 
 

@@ -15,16 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdarts.data import sample_path
-from kdarts.errors import BackendError
-from kdarts.fileio import sha256_file, write_json_atomic
+from kdarts.errors import BackendError, CheckpointError
+from kdarts.fileio import write_json_atomic
 from kdarts.kernel.backends import Backend, KernelStatus
-from kdarts.kernel.render import write_bundle
+from kdarts.kernel.render import write_assets, write_bundle
+from kdarts.kernel.wheel import EngineWheel, build_engine_wheel
 from kdarts.kernel.specs import SAMPLE_DATASET, SAMPLE_DATASET_SLUG, KernelSpec
-from kdarts.runtime import MANIFEST_FILE
+from kdarts.runtime import verify_manifest as runtime_verify_manifest
 
 logger = logging.getLogger(__name__)
 
 PUSHES_FILE = "pushes.json"
+ASSETS_FILE = "assets.json"
 SAMPLE_TITLE = "kdarts CIFAR-10 sample"
 
 
@@ -37,6 +39,7 @@ class PushRecord:
     ref: str
     version: int
     pushed_at: float
+    url: str | None = None
 
 
 def runs_folder(kernel: str, root: Path | None = None) -> Path:
@@ -48,6 +51,12 @@ def record_push(record: PushRecord, root: Path | None = None) -> None:
     records = json.loads(path.read_text()) if path.is_file() else []
     records.append(record.__dict__)
     write_json_atomic(path, records)
+
+
+def recorded_versions(kernel: str, root: Path | None = None) -> list[int]:
+    """Return the versions recorded in `runs/<kernel>/pushes.json`, oldest first."""
+    path = runs_folder(kernel, root) / PUSHES_FILE
+    return [record["version"] for record in json.loads(path.read_text())] if path.is_file() else []
 
 
 def latest_push(kernel: str, root: Path | None = None, version: int | None = None) -> PushRecord:
@@ -63,23 +72,61 @@ def latest_push(kernel: str, root: Path | None = None, version: int | None = Non
 
 
 def ensure_datasets(spec: KernelSpec, backend: Backend) -> None:
-    """Publish the bundled sample when the spec searches it and the backend does not have it yet."""
-    if spec.kernel.dataset != SAMPLE_DATASET:
+    """Publish the bundled sample when the spec searches it and the backend lacks it; check the others exist."""
+    if spec.kernel.dataset == SAMPLE_DATASET:
+        ref = f"{backend.owner}/{SAMPLE_DATASET_SLUG}"
+        if not backend.dataset_exists(ref):
+            logger.info("publishing the bundled CIFAR-10 sample as dataset %s", ref)
+            backend.publish_dataset(ref, sample_path(), title=SAMPLE_TITLE, message="kdarts bundled sample")
         return
-    ref = f"{backend.owner}/{SAMPLE_DATASET_SLUG}"
-    if backend.dataset_exists(ref):
+    ref = spec.dataset_ref(backend.owner)
+    if not backend.dataset_exists(ref):
+        raise BackendError(
+            f"{spec.path}: kernel.dataset {spec.kernel.dataset!r}: dataset {ref} not found on the {backend.name} "
+            f"backend; publish it first: kdarts-kernel dataset publish PATH --slug {ref.split('/')[1]} "
+            f"--backend {backend.name}"
+        )
+
+
+def ensure_assets(spec: KernelSpec, backend: Backend, wheel: EngineWheel, target: str, *, runs_root: Path | None = None) -> None:
+    """Publish the spec's assets dataset, unless this folder already published the same files there.
+
+    The SHA-256 of each published file is kept in `runs/<kernel>/assets.json` per backend and
+    dataset, so an unchanged set of assets does not make a new dataset version on every push.
+    """
+    ref = spec.assets_ref(backend.owner)
+    if ref is None:
         return
-    logger.info("publishing the bundled CIFAR-10 sample as dataset %s", ref)
-    backend.publish_dataset(ref, sample_path(), title=SAMPLE_TITLE, message="kdarts bundled sample")
+    with tempfile.TemporaryDirectory(prefix="kdarts-assets-") as folder:
+        assets = write_assets(spec, wheel, Path(folder), target)  # type: ignore[arg-type]
+        if not assets:
+            return
+        hashes = {asset.name: asset.sha256 for asset in assets}
+        record_path = runs_folder(spec.name, runs_root) / ASSETS_FILE
+        published = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        key = f"{backend.name}:{ref}"
+        if published.get(key) == hashes and backend.dataset_exists(ref):
+            logger.info("assets dataset %s is up to date (%d files)", ref, len(hashes))
+            return
+        logger.info("publishing %d asset file(s) as dataset %s", len(hashes), ref)
+        version = backend.publish_dataset(ref, Path(folder), title=f"{spec.kernel.slug} assets"[:50], message="kdarts kernel assets")
+        backend.wait_dataset_ready(ref, version.version)
+    published[key] = hashes
+    write_json_atomic(record_path, published)
 
 
 def push_kernel(spec: KernelSpec, backend: Backend, *, runs_root: Path | None = None) -> PushRecord:
-    """Render the spec's bundle, make sure its datasets exist, push it and record the push."""
+    """Render the spec's bundle for the backend's target, make sure its datasets exist, push it and record the push."""
+    target = getattr(backend, "target", "kaggle")
+    wheel = build_engine_wheel()
     ensure_datasets(spec, backend)
+    ensure_assets(spec, backend, wheel, target, runs_root=runs_root)
     with tempfile.TemporaryDirectory(prefix="kdarts-bundle-") as folder:
-        bundle = write_bundle(spec, Path(folder), owner=backend.owner, target="kaggle")
+        bundle = write_bundle(spec, Path(folder), owner=backend.owner, target=target, wheel=wheel)
         result = backend.push(bundle, session_limit=spec.kernel.session_limit)
-    record = PushRecord(kernel=spec.name, backend=backend.name, ref=result.ref, version=result.version, pushed_at=time.time())
+    record = PushRecord(
+        kernel=spec.name, backend=backend.name, ref=result.ref, version=result.version, pushed_at=time.time(), url=result.url
+    )
     record_push(record, runs_root)
     return record
 
@@ -119,25 +166,11 @@ def pull_kernel(backend: Backend, record: PushRecord, target: Path | None = None
 
 
 def verify_manifest(folder: Path) -> int:
-    """Check every file listed in the output's manifest: present, same size, same SHA-256.
+    """Check a pulled output against its manifest (see `kdarts.runtime.verify_manifest`).
 
-    Returns the number of verified files. An output without a manifest (a notebook that failed
-    before writing it) is accepted with a warning, since its partial files are still useful.
+    A mismatch is a BackendError that asks for another pull.
     """
-    manifest_path = Path(folder) / MANIFEST_FILE
-    if not manifest_path.is_file():
-        logger.warning("%s has no %s; the files were not verified", folder, MANIFEST_FILE)
-        return 0
-    entries = json.loads(manifest_path.read_text())["files"]
-    problems = []
-    for entry in entries:
-        path = Path(folder) / entry["path"]
-        if not path.is_file():
-            problems.append(f"{entry['path']} is missing")
-        elif path.stat().st_size != entry["size"]:
-            problems.append(f"{entry['path']} has {path.stat().st_size} bytes, expected {entry['size']}")
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(f"{entry['path']} has a different SHA-256 than the manifest")
-    if problems:
-        raise BackendError(f"the output in {folder} does not match its manifest: " + "; ".join(problems) + "; pull again")
-    return len(entries)
+    try:
+        return runtime_verify_manifest(folder)
+    except CheckpointError as error:
+        raise BackendError(f"{error}; pull again") from error

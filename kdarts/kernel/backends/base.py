@@ -102,6 +102,17 @@ class Backend(abc.ABC):
     def publish_dataset(self, ref: str, folder: Path, *, title: str, message: str = "") -> DatasetVersion:
         """Create the dataset, or add a version holding exactly the files under `folder`."""
 
+    def latest_version(self, ref: str) -> int | None:
+        """Return the newest pushed version of a kernel, or None when it was never pushed."""
+        raise NotImplementedError(f"the {self.name} backend cannot list kernel versions")
+
+    def latest_dataset_version(self, ref: str) -> int | None:
+        """Return the newest version number of a dataset, or None when it does not exist."""
+        raise NotImplementedError(f"the {self.name} backend cannot list dataset versions")
+
+    def wait_dataset_ready(self, ref: str, version: int, *, timeout: float = 600.0) -> None:
+        """Return once a dataset version can be attached to a kernel; raise BackendError on timeout."""
+
 
 _REGISTRY: dict[str, type[Backend]] = {}
 
@@ -128,7 +139,7 @@ def backend_names() -> list[str]:
 
 def _load_builtin_backends() -> None:
     # Importing a backend module registers it; optional backends may lack their client library.
-    from kdarts.kernel.backends import local  # noqa: F401
+    from kdarts.kernel.backends import colab, local  # noqa: F401
 
     try:
         from kdarts.kernel.backends import kaggle  # noqa: F401
