@@ -147,3 +147,84 @@ def test_draw_writes_png(tmp_path: Path) -> None:
     assert result.exit_code == 0
     with Image.open(output) as image:
         assert image.format == "PNG"
+
+
+def test_show_nni_export_is_one_hint() -> None:
+    path = DATA_DIR / "nni3_darts_v2.json"
+
+    result = runner.invoke(plan_app, ["show", str(path)])
+
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "looks like an NNI DARTS export, not a plan" in result.stderr
+    assert f"kdarts plan convert {path} -o plan.json" in result.stderr
+    assert "not a known field" not in result.stderr
+
+
+def test_show_alphas_is_one_hint(tmp_path: Path) -> None:
+    rows = [[0.0] * len(DARTS_PRIMITIVES) for _ in range(edge_count_for_nodes(4))]
+    alphas = tmp_path / "alphas.json"
+    alphas.write_text(json.dumps({"primitives": list(DARTS_PRIMITIVES), "normal": rows, "reduce": rows}))
+
+    result = runner.invoke(plan_app, ["show", str(alphas)])
+
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "looks like an alphas file" in result.stderr
+    assert f"kdarts plan derive {alphas} -o plan.json" in result.stderr
+
+
+def test_convert_genotype_forced_as_nni(tmp_path: Path) -> None:
+    result = runner.invoke(
+        plan_app, ["convert", str(DATA_DIR / "darts_v2_genotype.txt"), "-o", str(tmp_path / "p.json"), "--from", "nni"]
+    )
+
+    assert result.exit_code == 1
+    assert "looks like a DARTS genotype string, not an NNI export" in result.stderr
+    assert "Pass --from genotype, or --from auto" in result.stderr
+    assert "Fix the JSON syntax" not in result.stderr
+
+
+def test_convert_nni_forced_as_genotype(tmp_path: Path) -> None:
+    source = DATA_DIR / "nni3_darts_v2.json"
+
+    result = runner.invoke(plan_app, ["convert", str(source), "-o", str(tmp_path / "p.json"), "--from", "genotype"])
+
+    assert result.exit_code == 1
+    assert "looks like an NNI DARTS export, not a genotype string" in result.stderr
+    assert "Pass --from nni, or --from auto" in result.stderr
+
+
+def test_draw_jpg_writes_jpeg(tmp_path: Path) -> None:
+    output = tmp_path / "z.jpg"
+
+    result = runner.invoke(plan_app, ["draw", str(PLAN_FILE), "-o", str(output)])
+
+    assert result.exit_code == 0
+    with Image.open(output) as image:
+        assert image.format == "JPEG"
+
+
+def test_draw_unknown_suffix_fails_cleanly(tmp_path: Path) -> None:
+    output = tmp_path / "z.bmp"
+
+    result = runner.invoke(plan_app, ["draw", str(PLAN_FILE), "-o", str(output)])
+
+    assert result.exit_code == 1
+    assert "the suffix .bmp" in result.stderr
+    assert not output.exists()
+
+
+def test_show_warns_about_unused_node(tmp_path: Path) -> None:
+    genotype = (DATA_DIR / "darts_v2_genotype.txt").read_text()
+    source = tmp_path / "genotype.txt"
+    source.write_text(genotype.replace("normal_concat=range(2, 6)", "normal_concat=range(2, 5)"))
+    plan_path = tmp_path / "plan.json"
+    converted = runner.invoke(plan_app, ["convert", str(source), "-o", str(plan_path)])
+
+    result = runner.invoke(plan_app, ["show", str(plan_path)])
+
+    assert converted.exit_code == 0
+    assert result.exit_code == 0
+    assert "warnings: none" not in result.stdout
+    assert "normal cell: node 3 (index 5 in the plan file and genotype) never reaches the cell output" in result.stdout

@@ -283,7 +283,7 @@ def test_only_none_primitive_is_rejected() -> None:
     with pytest.raises(PlanError) as raised:
         derive_plan({"primitives": ["none"], "normal": rows, "reduce": rows})
 
-    assert "['none']" in str(raised.value)
+    assert '["none"]' in str(raised.value)
 
 
 def test_invalid_alphas_name_edge() -> None:

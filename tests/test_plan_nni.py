@@ -237,7 +237,7 @@ def test_unknown_operation_lists_known_ones() -> None:
     with pytest.raises(PlanError) as raised:
         plan_from_nni(data)
 
-    assert "'conv_7x1_1x7'" in str(raised.value)
+    assert '"conv_7x1_1x7"' in str(raised.value)
     assert "'sep_conv_5x5'" in str(raised.value)
 
 
@@ -247,13 +247,13 @@ def test_unknown_operation_lists_known_ones() -> None:
         pytest.param("normal_n4_switch", ["normal_n4_p0"], "exactly 2", id="one input"),
         pytest.param("normal_n4_switch", [True, True, True, False], "exactly 2", id="three inputs"),
         pytest.param("normal_n4_switch", [True, True], "multi-hot list of 2", id="multi-hot length"),
-        pytest.param("normal_n4_switch", ["normal_n4_p0", "normal_n3_p1"], "'normal_n3_p1'", id="foreign key"),
+        pytest.param("normal_n4_switch", ["normal_n4_p0", "normal_n3_p1"], '"normal_n3_p1"', id="foreign key"),
         pytest.param("normal_n4_switch", [0, 7], "[7]", id="input out of range"),
         pytest.param("normal_n4_p0", [], "chooses no operation", id="kept edge without operation"),
         pytest.param("normal_n4_p0", [True] + [False] * 7, "8 entries", id="one-hot with none"),
         pytest.param("normal_n4_p0", [True, True] + [False] * 5, "2 operations", id="two-hot"),
         pytest.param("normal_n4_p0", 9, "out of range", id="index out of range"),
-        pytest.param("normal_n4_p0", {"op": "maxpool"}, "{'op': 'maxpool'}", id="object"),
+        pytest.param("normal_n4_p0", {"op": "maxpool"}, '{"op": "maxpool"}', id="object"),
     ],
 )
 def test_nni1_invalid_values(key: str, value: Any, expected: str) -> None:
@@ -272,7 +272,7 @@ def test_nni1_invalid_values(key: str, value: Any, expected: str) -> None:
     [
         pytest.param("normal/input_3_1", [3], "[3]", id="input not below node"),
         pytest.param("normal/input_3_1", [0, 1], "[0, 1]", id="two inputs"),
-        pytest.param("normal/input_3_1", "1", "'1'", id="string input"),
+        pytest.param("normal/input_3_1", "1", '"1"', id="string input"),
         pytest.param("reduce/op_5_0", 3, "3", id="operation index"),
     ],
 )
@@ -359,7 +359,7 @@ def test_convert_rejects_plan_file(tmp_path: Path) -> None:
     with pytest.raises(PlanError) as raised:
         convert_plan(path)
 
-    assert "already a kdarts plan" in str(raised.value)
+    assert "looks like a kdarts plan, not an NNI export" in str(raised.value)
 
 
 def test_convert_rejects_alphas(tmp_path: Path) -> None:
@@ -410,3 +410,65 @@ def test_convert_missing_file(tmp_path: Path) -> None:
         convert_plan(tmp_path / "absent.json")
 
     assert "not found" in str(raised.value)
+
+
+def test_nni_message_shows_json_booleans() -> None:
+    data = load_fixture("nni1_darts_v2_names.json")
+    data["normal_n4_p0"] = [True, True] + [False] * 5
+
+    with pytest.raises(PlanError) as raised:
+        plan_from_nni(data)
+
+    assert "normal_n4_p0 is [true, true, false, false, false, false, false]" in str(raised.value)
+
+
+def test_nni_message_shows_json_null() -> None:
+    data = load_fixture("nni3_darts_v2.json")
+    data["normal/input_3_1"] = None
+
+    with pytest.raises(PlanError) as raised:
+        plan_from_nni(data)
+
+    assert "normal/input_3_1 is null" in str(raised.value)
+
+
+def test_forced_nni_on_genotype_names_genotype() -> None:
+    path = DATA_DIR / "darts_v2_genotype.txt"
+
+    with pytest.raises(PlanError) as raised:
+        convert_plan(path, "nni")
+
+    message = str(raised.value)
+    assert f"'{path}' looks like a DARTS genotype string, not an NNI export (JSON)." in message
+    assert "--from genotype" in message
+    assert "Fix the JSON syntax" not in message
+
+
+def test_forced_nni_on_plan_names_plan() -> None:
+    path = DATA_DIR / "darts_v2_plan.json"
+
+    with pytest.raises(PlanError) as raised:
+        convert_plan(path, "nni")
+
+    assert "looks like a kdarts plan, not an NNI export" in str(raised.value)
+
+
+def test_forced_genotype_on_nni_names_nni() -> None:
+    path = DATA_DIR / "nni1_darts_v2_names.json"
+
+    with pytest.raises(PlanError) as raised:
+        convert_plan(path, "genotype")
+
+    assert "looks like an NNI DARTS export, not a genotype string" in str(raised.value)
+    assert "--from nni" in str(raised.value)
+
+
+def test_forced_genotype_on_alphas_names_derive(tmp_path: Path) -> None:
+    path = tmp_path / "alphas.json"
+    path.write_text(json.dumps({"primitives": ["skip_connect"], "normal": [[0.0]] * 2, "reduce": [[0.0]] * 2}))
+
+    with pytest.raises(PlanError) as raised:
+        convert_plan(path, "genotype")
+
+    assert "looks like an alphas file" in str(raised.value)
+    assert f"kdarts plan derive {path}" in str(raised.value)

@@ -9,6 +9,8 @@ from PIL import Image
 
 from kdarts.errors import PlanError
 from kdarts.plan import Plan, Provenance, draw_plan, format_plan, load_plan, plan_from_genotype, plan_report
+from kdarts.plan.draw import image_format
+from kdarts.plan.report import unused_nodes
 
 DATA_DIR = Path(__file__).parent / "data" / "plans"
 
@@ -24,6 +26,14 @@ PARAMETER_FREE = plan_from_genotype(
     "normal_concat=[2, 3], reduce=[('max_pool_3x3', 0), ('sep_conv_3x3', 1), ('skip_connect', 2), "
     "('max_pool_3x3', 1)], reduce_concat=[2, 3])"
 )
+
+DARTS_V2_GENOTYPE = (DATA_DIR / "darts_v2_genotype.txt").read_text()
+
+
+def with_concat(normal_concat: str, reduce_concat: str = "range(2, 6)") -> Plan:
+    """Return DARTS_V2 with other concat lists, written as genotype expressions."""
+    text = DARTS_V2_GENOTYPE.replace("normal_concat=range(2, 6)", f"normal_concat={normal_concat}")
+    return plan_from_genotype(text.replace("reduce_concat=range(2, 6)", f"reduce_concat={reduce_concat}"))
 
 
 @pytest.fixture(name="darts_v2")
@@ -145,3 +155,86 @@ def test_draw_into_missing_directory(tmp_path: Path, darts_v2: Plan) -> None:
         draw_plan(darts_v2, path)
 
     assert str(path) in str(raised.value)
+
+
+def test_unused_nodes_of_darts_v2(darts_v2: Plan) -> None:
+    assert unused_nodes(darts_v2.normal) == []
+    assert unused_nodes(darts_v2.reduce) == []
+
+
+def test_unused_last_node() -> None:
+    # DARTS_V2's node 5 feeds no other node, so leaving it out of concat leaves it unused.
+    assert unused_nodes(with_concat("range(2, 5)").normal) == [5]
+
+
+def test_node_used_by_later_node_is_kept() -> None:
+    # DARTS_V2's normal node 5 takes node 2 as input, so node 2 reaches the output through node 5.
+    assert unused_nodes(with_concat("[3, 4, 5]").normal) == []
+
+
+def test_unused_nodes_are_transitive() -> None:
+    # Reduce node 2 feeds only nodes 3, 4 and 5. With concat [5], node 5 keeps node 2, and
+    # nodes 3 and 4 feed nothing that reaches the output.
+    assert unused_nodes(with_concat("range(2, 6)", "[5]").reduce) == [3, 4]
+
+
+def test_unused_node_warning() -> None:
+    warnings = plan_report(with_concat("range(2, 5)")).warnings
+
+    assert len(warnings) == 1
+    assert warnings[0].startswith("normal cell: node 3 (index 5 in the plan file and genotype) never reaches")
+    assert "normal_concat=range(2, 6)" in warnings[0]
+
+
+def test_unused_nodes_warning_plural() -> None:
+    warnings = plan_report(with_concat("range(2, 6)", "[5]")).warnings
+
+    assert len(warnings) == 1
+    assert warnings[0].startswith("reduce cell: nodes 1, 2 (indices 3, 4 in the plan file and genotype) never reach")
+
+
+def test_format_plan_shows_unused_node() -> None:
+    text = format_plan(with_concat("range(2, 5)"))
+
+    assert "warnings: none" not in text
+    assert "  - normal cell: node 3 (index 5" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a.png", "png"), ("a.PNG", "png"), ("a.svg", "svg"), ("a.pdf", "pdf"), ("a.jpg", "jpeg"), ("a.JPEG", "jpeg")],
+)
+def test_image_format_follows_suffix(name: str, expected: str) -> None:
+    assert image_format(name) == expected
+
+
+def test_draw_writes_svg(tmp_path: Path, darts_v2: Plan) -> None:
+    path = tmp_path / "cells.svg"
+
+    draw_plan(darts_v2, path)
+
+    text = path.read_text()
+    assert text.startswith("<?xml")
+    assert "<svg" in text
+
+
+def test_draw_writes_pdf(tmp_path: Path, darts_v2: Plan) -> None:
+    path = tmp_path / "cells.pdf"
+
+    draw_plan(darts_v2, path)
+
+    assert path.read_bytes().startswith(b"%PDF-")
+
+
+@pytest.mark.parametrize(("name", "expected"), [("cells.gif", "the suffix .gif"), ("cells", "no suffix")])
+def test_draw_rejects_unknown_suffix(tmp_path: Path, darts_v2: Plan, name: str, expected: str) -> None:
+    path = tmp_path / name
+
+    with pytest.raises(PlanError) as raised:
+        draw_plan(darts_v2, path)
+
+    message = str(raised.value)
+    assert str(path) in message
+    assert expected in message
+    assert ".png, .svg, .pdf, .jpg or .jpeg" in message
+    assert not path.exists()

@@ -111,9 +111,11 @@ def export_command(
 @plan_app.command("draw")
 def draw_command(
     plan_path: Path = typer.Argument(..., metavar="PLAN", help="Plan file (JSON)."),
-    output: Path = typer.Option(..., "--output", "-o", help="PNG file to write."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Image file to write. Its suffix selects the format: .png, .svg, .pdf or .jpg."
+    ),
 ) -> None:
-    """Draw both cells of a plan as graph diagrams into a PNG file."""
+    """Draw both cells of a plan as graph diagrams into an image file."""
     with _user_errors():
         plan = load_plan(plan_path)
         draw_plan(plan, output)

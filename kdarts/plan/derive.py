@@ -20,6 +20,7 @@ from kdarts.plan.model import (
     Provenance,
     alphas_from_data,
     describe_validation_error,
+    format_json_value,
     plan_from_data,
 )
 
@@ -105,7 +106,7 @@ def derive_plan(
 
     if all(name == "none" for name in checked.primitives):
         raise PlanError(
-            f"alphas primitives are {checked.primitives}, with no operation other than 'none', "
+            f"alphas primitives are {format_json_value(checked.primitives)}, with no operation other than 'none', "
             f"so no edge can be derived. Search with at least one real operation."
         )
 

@@ -1,12 +1,14 @@
-"""Draw the cells of a plan as graph diagrams in a PNG file, with matplotlib's Agg renderer."""
+"""Draw the cells of a plan as graph diagrams in a PNG, SVG, PDF or JPEG file, with matplotlib."""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kdarts.errors import PlanError
 from kdarts.plan.model import CELL_NAMES, Cell, Plan, write_bytes_atomic
 from kdarts.plan.report import state_label
 
@@ -28,6 +30,10 @@ _INCHES_PER_UNIT = 1.3
 _ARROW_SHRINK = 14
 _COLORS = {"input": "#c8e6c9", "node": "#bbdefb", "output": "#fff9c4"}
 _DPI = 120
+
+# File suffixes (lowercase) that draw_plan writes, mapped to matplotlib's savefig format names.
+# JPEG goes through Pillow, a matplotlib dependency.
+IMAGE_FORMATS: dict[str, str] = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 def _positions(nodes: int) -> dict[int | str, tuple[float, float]]:
@@ -144,13 +150,31 @@ def _y_limits(nodes: int) -> tuple[float, float]:
     return -highest_arc - margin, highest_arc + margin
 
 
+def image_format(path: str | os.PathLike[str]) -> str:
+    """Return matplotlib's format name for the suffix of `path`, raising PlanError for other suffixes."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix in IMAGE_FORMATS:
+        return IMAGE_FORMATS[suffix]
+
+    found = f"has the suffix {target.suffix}" if target.suffix else "has no suffix"
+    suffixes = list(IMAGE_FORMATS)
+    raise PlanError(
+        f"cannot draw '{target}': the file name {found}, but cell diagrams are written as "
+        f"{', '.join(suffixes[:-1])} or {suffixes[-1]} files. Name the output file with one of these suffixes."
+    )
+
+
 def draw_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
-    """Draw the normal and reduction cells of `plan` as graph diagrams into a PNG file at `path`.
+    """Draw the normal and reduction cells of `plan` as graph diagrams into an image file at `path`.
 
     Each diagram shows the inputs c_{k-2} and c_{k-1}, intermediate nodes 0..K-1, and the
-    output c_{k}, with each edge labelled by its operation. The file is PNG whatever its
-    suffix, and is written atomically. Raises PlanError when the file cannot be written.
+    output c_{k}, with each edge labelled by its operation. The suffix of `path` selects the
+    format: .png, .svg, .pdf, .jpg or .jpeg, in any case. The file is written atomically.
+    Raises PlanError for another suffix or when the file cannot be written.
     """
+    file_format = image_format(path)
+
     # Imported here because matplotlib takes a noticeable time to import, and most users of
     # kdarts.plan never draw.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -171,6 +195,6 @@ def draw_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
     figure.tight_layout()
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format=file_format)
     write_bytes_atomic(path, buffer.getvalue())
-    logger.info("drew plan cells to %s", path)
+    logger.info("drew plan cells to %s as %s", path, file_format)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from kdarts.errors import PlanError
+from kdarts.plan.shapes import FileKind, json_kind, looks_like_genotype, wrong_kind_message
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,11 @@ PLAN_FORMAT_VERSION = 1
 CELL_NAMES: tuple[str, str] = ("normal", "reduce")
 EDGES_PER_NODE = 2
 
-# Maximum length of a value repr in an error message. Longer reprs are cut.
-_MAX_VALUE_REPR = 80
+# Maximum length of a value shown in an error message. Longer values are cut.
+_MAX_VALUE_TEXT = 80
+
+# Maximum number of field paths that a message lists before it gives a count of the rest.
+_MAX_LISTED_PATHS = 8
 
 
 def edge_count_for_nodes(nodes: int) -> int:
@@ -70,7 +74,7 @@ Problem = tuple[str | None, str]
 def _plan_value_error(problems: list[Problem]) -> PydanticCustomError:
     # The text travels through the context because a message template would read the braces
     # of names such as c_{k-2} as placeholders.
-    detail = " ".join(_join_problem("", problem) for problem in problems)
+    detail = " ".join(_describe_problems([("", problem) for problem in problems]))
     return PydanticCustomError("plan_invalid", "{detail}", {"detail": detail, "problems": problems})
 
 
@@ -92,15 +96,65 @@ def _join_problem(prefix: str, problem: Problem) -> str:
     return f"{full_path} {message}" if full_path else message
 
 
+def _problem_location(prefix: str, problem: Problem) -> str:
+    path, _ = problem
+    return prefix if path is None else _join_path(prefix, path)
+
+
+def _describe_problems(located: list[tuple[str, Problem]]) -> list[str]:
+    """Render (path prefix, problem) pairs as sentences, saying each repeated problem once.
+
+    Problems with the same message, such as one bad value on many edges, become one sentence
+    for the first field that lists the other affected fields.
+    """
+    groups: dict[tuple[bool, str], list[tuple[str, Problem]]] = {}
+    for prefix, problem in located:
+        path, message = problem
+        groups.setdefault((path is None, message), []).append((prefix, problem))
+
+    sentences: list[str] = []
+    for members in groups.values():
+        first_prefix, first_problem = members[0]
+        sentence = _join_problem(first_prefix, first_problem)
+
+        first_location = _problem_location(first_prefix, first_problem)
+        others: list[str] = []
+        for prefix, problem in members[1:]:
+            location = _problem_location(prefix, problem)
+            if location and location != first_location and location not in others:
+                others.append(location)
+        if others:
+            sentence += f" The same applies to {count_noun(len(others), 'more field')}: {listed(others)}."
+        sentences.append(sentence)
+    return sentences
+
+
 def count_noun(count: int, noun: str) -> str:
     """Return e.g. "1 node" or "3 nodes"."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _short_repr(value: Any) -> str:
-    text = repr(value)
-    if len(text) > _MAX_VALUE_REPR:
-        text = text[: _MAX_VALUE_REPR - 3] + "..."
+def listed(items: list[str], limit: int = _MAX_LISTED_PATHS) -> str:
+    """Join `items` with commas, listing at most `limit` of them and counting the rest, e.g. "a, b and 3 more"."""
+    named = items[:limit]
+    if len(items) > len(named):
+        return f"{', '.join(named)} and {len(items) - len(named)} more"
+    if len(named) > 1:
+        return f"{', '.join(named[:-1])} and {named[-1]}"
+    return "".join(named)
+
+
+def format_json_value(value: Any, limit: int = _MAX_VALUE_TEXT) -> str:
+    """Format a value read from a JSON file as JSON text (true, null, "name", NaN), cut to `limit` characters.
+
+    Values that JSON cannot represent, such as Python objects, fall back to their repr.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
     return text
 
 
@@ -114,7 +168,9 @@ def _check_names(names: list[str]) -> list[str]:
 
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise _plan_value_error([("", f"lists {duplicates} more than once. Each primitive name must be unique.")])
+        raise _plan_value_error([
+            ("", f"lists {format_json_value(duplicates)} more than once. Each primitive name must be unique.")
+        ])
 
     return names
 
@@ -185,20 +241,8 @@ class Alphas(BaseModel):
             else:
                 node_counts[cell_name] = nodes
 
-            for edge_index, row in enumerate(rows):
-                if len(row) != len(self.primitives):
-                    problems.append((
-                        f"{cell_name}[{edge_index}]",
-                        f"has {len(row)} logits, but primitives lists {len(self.primitives)} names. "
-                        f"Write one logit per primitive.",
-                    ))
-                for primitive_index, value in enumerate(row):
-                    if not math.isfinite(value):
-                        problems.append((
-                            f"{cell_name}[{edge_index}][{primitive_index}]",
-                            f"is {value}. Alphas must be finite numbers. "
-                            f"Alphas that diverged need a search with a lower arch_learning_rate.",
-                        ))
+        problems.extend(self._row_length_problems())
+        problems.extend(self._non_finite_problems())
 
         if len(node_counts) == 2 and node_counts["normal"] != node_counts["reduce"]:
             problems.append((
@@ -210,6 +254,60 @@ class Alphas(BaseModel):
         if problems:
             raise _plan_value_error(problems)
         return self
+
+    def _row_length_problems(self) -> list[Problem]:
+        expected = len(self.primitives)
+        lengths = {len(row) for cell_name in CELL_NAMES for row in getattr(self, cell_name)}
+        if lengths == {expected} or not lengths:
+            return []
+
+        # When every row has the same wrong length, the primitives list is the likelier mistake,
+        # so one problem names it instead of one problem per row.
+        if len(lengths) == 1:
+            (length,) = lengths
+            return [(
+                "primitives",
+                f"lists {count_noun(expected, 'name')}, but every row of normal and reduce has "
+                f"{count_noun(length, 'logit')}. Fix the primitives list, "
+                f"or write one logit per primitive in each row.",
+            )]
+
+        return [
+            (
+                f"{cell_name}[{edge_index}]",
+                f"has {count_noun(len(row), 'logit')}, but primitives lists {count_noun(expected, 'name')}. "
+                f"Write one logit per primitive.",
+            )
+            for cell_name in CELL_NAMES
+            for edge_index, row in enumerate(getattr(self, cell_name))
+            if len(row) != expected
+        ]
+
+    def _non_finite_problems(self) -> list[Problem]:
+        bad_values = [
+            f"{cell_name}[{edge_index}][{primitive_index}] is {format_json_value(value)}"
+            for cell_name in CELL_NAMES
+            for edge_index, row in enumerate(getattr(self, cell_name))
+            for primitive_index, value in enumerate(row)
+            if not math.isfinite(value)
+        ]
+        if not bad_values:
+            return []
+
+        # Logits turn NaN or infinite when the search's losses diverge. The learning rates are
+        # SearchConfig fields without a `kdarts search` option or kernel spec parameter, so the
+        # advice names the Python API for them.
+        if len(bad_values) == 1:
+            summary = "1 logit is not a finite number"
+        else:
+            summary = f"{len(bad_values)} logits are not finite numbers"
+        return [(
+            None,
+            f"{summary}: {listed(bad_values, limit=4)}. Alphas that turn NaN or infinite mean that the search "
+            f"diverged. Check train_loss and arch_loss in the search's metrics.jsonl, then rerun the search "
+            f"with another seed (`kdarts search --seed`, or seed in a kernel spec's [params]), or from Python "
+            f"with a smaller arch_learning_rate or learning_rate in kdarts.search.config.SearchConfig.",
+        )]
 
     @property
     def nodes(self) -> int:
@@ -227,10 +325,13 @@ class Provenance(BaseModel):
     source: str | None = Field(None, description="what produced the plan, e.g. 'derived from alphas' or an NNI export")
     settings: dict[str, Any] | None = Field(None, description="search settings, as the search tool wrote them")
     dataset: str | None = None
-    seed: int | None = None
-    epochs: int | None = Field(None, ge=0)
+    # Strict, so a JSON true or false is rejected instead of being stored as 1 or 0.
+    seed: int | None = Field(None, strict=True)
+    epochs: int | None = Field(None, ge=0, strict=True)
     alphas: Alphas | None = Field(None, description="final architecture logits that the plan was derived from")
-    val_accuracy: float | None = Field(None, description="validation accuracy of the supernet at the end of the search")
+    val_accuracy: float | None = Field(
+        None, strict=True, description="validation accuracy of the supernet at the end of the search"
+    )
 
 
 class Plan(BaseModel):
@@ -322,8 +423,8 @@ def _cell_problems(cell_name: str, cell: Cell, primitives: list[str]) -> list[Pr
         elif edge.operation not in primitives:
             problems.append((
                 f"{path}.operation",
-                f"is {edge.operation!r}, which is not in primitives {primitives}. "
-                f"Use one of them or add it to primitives.",
+                f"is {format_json_value(edge.operation)}, which is not in primitives "
+                f"{format_json_value(primitives, limit=400)}. Use one of them or add it to primitives.",
             ))
 
         if edge.input >= node:
@@ -347,7 +448,10 @@ def _cell_problems(cell_name: str, cell: Cell, primitives: list[str]) -> list[Pr
             ))
     duplicates = sorted({node for node in cell.concat if cell.concat.count(node) > 1})
     if duplicates:
-        problems.append((f"{cell_name}.concat", f"lists {duplicates} more than once. List each node once."))
+        problems.append((
+            f"{cell_name}.concat",
+            f"lists {format_json_value(duplicates)} more than once. List each node once.",
+        ))
 
     return problems
 
@@ -363,24 +467,30 @@ def _error_path(location: tuple[int | str, ...]) -> str:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """Render a pydantic ValidationError as sentences that name each field path and bad value."""
-    sentences: list[str] = []
+    """Render a pydantic ValidationError as sentences that name each field path and bad value.
+
+    Values appear as JSON, and a problem repeated on several fields is described once.
+    """
+    located: list[tuple[str, Problem]] = []
     for detail in error.errors(include_url=False):
         path = _error_path(tuple(detail["loc"]))
         kind = detail["type"]
 
         if kind == "plan_invalid":
             problems: list[Problem] = detail["ctx"]["problems"]
-            sentences.extend(_join_problem(path, problem) for problem in problems)
+            located.extend((path, problem) for problem in problems)
         elif kind == "missing":
-            sentences.append(f"{path} is missing. Add the field.")
+            located.append((path, ("", "is missing. Add the field.")))
         elif kind == "extra_forbidden":
-            sentences.append(f"{path} is not a known field (value {_short_repr(detail['input'])}). Remove it.")
+            value = format_json_value(detail["input"])
+            located.append((path, ("", f"is not a known field (value {value}). Remove it.")))
         else:
-            where = path or "the top level"
-            sentences.append(f"{where}: {detail['msg']}, got {_short_repr(detail['input'])}.")
+            located.append((
+                path or "the top level",
+                (None, f"{detail['msg']}, got {format_json_value(detail['input'])}."),
+            ))
 
-    return " ".join(sentences)
+    return " ".join(_describe_problems(located))
 
 
 def plan_from_data(data: Any, *, source: str) -> Plan:
@@ -410,10 +520,11 @@ def alphas_from_data(data: Any, *, source: str) -> Alphas:
         raise PlanError(f"invalid {source}: {describe_validation_error(error)}") from error
 
 
-def read_json_file(path: str | os.PathLike[str], *, kind: str) -> Any:
-    """Read and parse a JSON file, raising PlanError that names the file on a read or parse failure.
+def read_json_file(path: str | os.PathLike[str], *, kind: FileKind) -> Any:
+    """Read and parse a JSON file of the `kind` "plan" or "alphas", raising PlanError that names the file.
 
-    `kind` names the expected content in messages, e.g. "plan" or "alphas".
+    When the file is another kind of plan-tool input, such as an NNI export or a genotype
+    string, the error names that kind and the command that reads it.
     """
     file_path = Path(path)
     try:
@@ -424,12 +535,19 @@ def read_json_file(path: str | os.PathLike[str], *, kind: str) -> Any:
         raise PlanError(f"failed to read {kind} file '{file_path}': {error}") from error
 
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as error:
+        if looks_like_genotype(text):
+            raise PlanError(wrong_kind_message(file_path, "genotype", kind)) from error
         raise PlanError(
             f"{kind} file '{file_path}' is not valid JSON: {error.msg} at line {error.lineno}, "
             f"column {error.colno}. Fix the JSON syntax."
         ) from error
+
+    found = json_kind(data)
+    if found is not None and found != kind:
+        raise PlanError(wrong_kind_message(file_path, found, kind))
+    return data
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:

@@ -36,8 +36,10 @@ from kdarts.plan.model import (
     EDGES_PER_NODE,
     Plan,
     Provenance,
+    format_json_value,
     plan_from_data,
 )
+from kdarts.plan.shapes import NNI1_KEY, NNI2_KEY, json_kind, looks_like_genotype, text_kind, wrong_kind_message
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +74,6 @@ _OPERATION_ALIASES: dict[str, str] = {
 # Keys of the NNI 2.x/3.x DARTS space outside the cells: searched width and number of cells.
 NNI_SPACE_SETTING_KEYS: tuple[str, ...] = ("width", "depth")
 
-_NNI1_KEY = re.compile(r"^(normal|reduce)_n(\d+)_(?:p(\d+)|switch)$")
-_NNI2_KEY = re.compile(r"^(normal|reduce)/(op|input)_(\d+)_(\d+)$")
-
 # Maximum node index accepted in a key. It bounds the work of checking for missing keys, which
 # grows with the square of the node count, far above the 4 nodes of DARTS cells.
 _MAX_NODE_INDEX = 64
@@ -100,12 +99,13 @@ def darts_operation_name(name: str, *, key: str, source: str) -> str:
     if operation is None:
         known = [primitive for primitive in DARTS_PRIMITIVES if primitive != "none"]
         raise PlanError(
-            f"{source}: {key} is {name!r}, which is not a DARTS operation. Known operations: {known}, "
+            f"{source}: {key} is {format_json_value(name)}, which is not a DARTS operation. Known operations: {known}, "
             f"also in NNI 1.x spelling ({', '.join(NNI1_OPERATIONS)})."
         )
     if operation == "none":
         raise PlanError(
-            f"{source}: {key} is {name!r}, the zero operation, on an edge that the architecture keeps. "
+            f"{source}: {key} is {format_json_value(name)}, the zero operation, "
+            f"on an edge that the architecture keeps. "
             f"A plan cannot contain 'none'. Export the architecture again from a search space without "
             f"'none' among its candidates, or pick another operation for this edge."
         )
@@ -160,13 +160,16 @@ def _nni1_operation(value: Any, key: str, source: str) -> str | None:
             if not chosen:
                 return None
             if len(chosen) > 1:
-                raise PlanError(f"{source}: {key} is {value}, which chooses {len(chosen)} operations. Choose one.")
+                raise PlanError(
+                    f"{source}: {key} is {format_json_value(value)}, which chooses {len(chosen)} operations. "
+                    f"Choose one."
+                )
             return darts_operation_name(NNI1_OPERATIONS[chosen[0]], key=key, source=source)
         if len(value) == 1:
             return _nni1_operation(value[0], key, source)
 
     raise PlanError(
-        f"{source}: {key} is {value!r}. Expected an operation name such as 'sepconv3x3', "
+        f"{source}: {key} is {format_json_value(value)}. Expected an operation name such as \"sepconv3x3\", "
         f"an index, or a one-hot list of {len(NNI1_OPERATIONS)} booleans."
     )
 
@@ -188,7 +191,7 @@ def _nni1_inputs(value: Any, cell_name: str, node: int, source: str) -> list[int
             match = re.fullmatch(rf"{cell_name}_n{node}_p(\d+)", item)
             if match is None:
                 raise PlanError(
-                    f"{source}: {key} lists {item!r}, expected input keys {cell_name}_n{node}_p0 .. "
+                    f"{source}: {key} lists {format_json_value(item)}, expected input keys {cell_name}_n{node}_p0 .. "
                     f"{cell_name}_n{node}_p{node - 1}."
                 )
             inputs.append(int(match.group(1)))
@@ -196,12 +199,13 @@ def _nni1_inputs(value: Any, cell_name: str, node: int, source: str) -> list[int
         inputs = list(items)
     else:
         raise PlanError(
-            f"{source}: {key} is {value!r}. Expected a list of input keys, input indices or a multi-hot list."
+            f"{source}: {key} is {format_json_value(value)}. "
+            f"Expected a list of input keys, input indices or a multi-hot list."
         )
 
     if len(set(inputs)) != EDGES_PER_NODE or len(inputs) != EDGES_PER_NODE:
         raise PlanError(
-            f"{source}: {key} is {value!r}, which keeps inputs {inputs}. "
+            f"{source}: {key} is {format_json_value(value)}, which keeps inputs {inputs}. "
             f"A DARTS node keeps exactly 2 different inputs."
         )
     out_of_range = [index for index in inputs if not 0 <= index < node]
@@ -216,7 +220,7 @@ def _plan_from_nni1(data: Mapping[str, Any], source: str) -> Plan:
     last_node = 1
 
     for key in data:
-        match = _NNI1_KEY.match(key)
+        match = NNI1_KEY.match(key)
         if match is None:
             unknown.append(key)
             continue
@@ -252,7 +256,7 @@ def _plan_from_nni1(data: Mapping[str, Any], source: str) -> Plan:
                 if operation is None:
                     raise PlanError(
                         f"{source}: {cell_name}_n{node}_switch keeps input {input_index}, but {key} is "
-                        f"{data[key]!r}, which chooses no operation. Export the architecture again."
+                        f"{format_json_value(data[key])}, which chooses no operation. Export the architecture again."
                     )
                 edges.append({"operation": operation, "input": input_index})
         plan_data[cell_name] = {"edges": edges, "concat": list(range(2, last_node + 1))}
@@ -266,9 +270,9 @@ def _nni2_input(value: Any, key: str, node: int, source: str) -> int:
     if isinstance(value, list) and len(value) == 1:
         item = value[0]
     if isinstance(item, bool) or not isinstance(item, int):
-        raise PlanError(f"{source}: {key} is {value!r}, expected an input index such as 0 or [0].")
+        raise PlanError(f"{source}: {key} is {format_json_value(value)}, expected an input index such as 0 or [0].")
     if not 0 <= item < node:
-        raise PlanError(f"{source}: {key} is {value!r}, but node {node} has inputs 0..{node - 1}.")
+        raise PlanError(f"{source}: {key} is {format_json_value(value)}, but node {node} has inputs 0..{node - 1}.")
     return item
 
 
@@ -277,7 +281,9 @@ def _nni2_operation(value: Any, key: str, source: str) -> str:
     if isinstance(value, list) and len(value) == 1:
         item = value[0]
     if not isinstance(item, str):
-        raise PlanError(f"{source}: {key} is {value!r}, expected an operation name such as 'sep_conv_3x3'.")
+        raise PlanError(
+            f"{source}: {key} is {format_json_value(value)}, expected an operation name such as \"sep_conv_3x3\"."
+        )
     return darts_operation_name(item, key=key, source=source)
 
 
@@ -291,7 +297,7 @@ def _plan_from_nni2(data: Mapping[str, Any], source: str) -> Plan:
         if key in NNI_SPACE_SETTING_KEYS:
             settings[key] = value
             continue
-        match = _NNI2_KEY.match(key)
+        match = NNI2_KEY.match(key)
         if match is None:
             unknown.append(key)
             continue
@@ -347,8 +353,8 @@ def plan_from_nni(data: Mapping[str, Any], *, source: str = "NNI export") -> Pla
         raise PlanError(f"{source}: expected a JSON object of NNI choices, got {type(data).__name__}.")
 
     keys = [str(key) for key in data]
-    nni1 = any(_NNI1_KEY.match(key) for key in keys)
-    nni2 = any(_NNI2_KEY.match(key) for key in keys)
+    nni1 = any(NNI1_KEY.match(key) for key in keys)
+    nni2 = any(NNI2_KEY.match(key) for key in keys)
 
     if nni1 and nni2:
         raise PlanError(
@@ -372,13 +378,13 @@ def plan_from_nni(data: Mapping[str, Any], *, source: str = "NNI export") -> Pla
 
 def _detect_format(text: str, file_label: str) -> Literal["nni", "genotype"]:
     stripped = text.strip()
-    looks_like_genotype = "Genotype(" in text or "normal=" in text
+    genotype_like = looks_like_genotype(text)
 
     if stripped.startswith(("{", "[")):
         try:
             json.loads(stripped)
         except json.JSONDecodeError as error:
-            if looks_like_genotype:
+            if genotype_like:
                 return "genotype"
             raise PlanError(
                 f"{file_label} starts like JSON but is not valid JSON: {error.msg} at line {error.lineno}, "
@@ -386,7 +392,7 @@ def _detect_format(text: str, file_label: str) -> Literal["nni", "genotype"]:
             ) from error
         return "nni"
 
-    if looks_like_genotype:
+    if genotype_like:
         return "genotype"
 
     raise PlanError(
@@ -395,14 +401,21 @@ def _detect_format(text: str, file_label: str) -> Literal["nni", "genotype"]:
     )
 
 
-def _nni_data_from_json(text: str, file_label: str) -> Mapping[str, Any]:
+def _nni_data_from_json(text: str, file_path: Path) -> Mapping[str, Any]:
+    file_label = f"'{file_path}'"
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
+        if looks_like_genotype(text):
+            raise PlanError(wrong_kind_message(file_path, "genotype", "nni")) from error
         raise PlanError(
             f"{file_label} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}. "
             f"Fix the JSON syntax."
         ) from error
+
+    found = json_kind(data)
+    if found in ("plan", "alphas"):
+        raise PlanError(wrong_kind_message(file_path, found, "nni"))
 
     # NNI 3.0's export_top_models(formatter="dict") returns a list, so a dumped top-1 list is unwrapped.
     if isinstance(data, list):
@@ -415,11 +428,6 @@ def _nni_data_from_json(text: str, file_label: str) -> Mapping[str, Any]:
             )
     if not isinstance(data, dict):
         raise PlanError(f"{file_label} contains {type(data).__name__}, expected a JSON object of NNI choices.")
-
-    if "format_version" in data or isinstance(data.get("normal"), dict):
-        raise PlanError(f"{file_label} is already a kdarts plan. Use it directly, e.g. `kdarts plan show`.")
-    if "primitives" in data and isinstance(data.get("normal"), list):
-        raise PlanError(f"{file_label} contains alphas, not an NNI export. Run `kdarts plan derive` on it.")
     return data
 
 
@@ -446,8 +454,14 @@ def convert_plan(path: str | os.PathLike[str], source_format: SourceFormat = "au
     logger.debug("converting %s as %s", file_path, detected)
 
     if detected == "nni":
-        data = _nni_data_from_json(text, file_label)
+        data = _nni_data_from_json(text, file_path)
         return plan_from_nni(data, source=f"NNI export {file_label}")
+
+    # A JSON file forced through the genotype parser would fail with a Python syntax message,
+    # so a recognized JSON kind gets a message that names it instead.
+    found = text_kind(text)
+    if found is not None and found != "genotype":
+        raise PlanError(wrong_kind_message(file_path, found, "genotype"))
 
     try:
         plan = plan_from_genotype(text)

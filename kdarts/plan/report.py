@@ -58,12 +58,48 @@ def _cell_report(cell: Cell, primitives: list[str]) -> CellReport:
     )
 
 
+def unused_nodes(cell: Cell) -> list[int]:
+    """Return the intermediate nodes (as plan input indices, 2..K+1) whose output never reaches the cell output.
+
+    A node reaches the output when it is in `concat` or is an input of a node that reaches the
+    output. Edges only take inputs from earlier states, so one pass from the last node back
+    to the first finds every such node.
+    """
+    reaching = set(cell.concat)
+    for node in range(cell.nodes + 1, 1, -1):
+        if node in reaching:
+            reaching.update(edge.input for edge in cell.node_edges(node))
+    return [node for node in range(2, cell.nodes + 2) if node not in reaching]
+
+
+def _unused_nodes_warning(cell_name: str, cell: Cell, nodes: list[int]) -> str:
+    # The text report numbers intermediate nodes from 0, while plan files and genotypes use the
+    # state index, so the warning gives both.
+    labels = ", ".join(state_label(node) for node in nodes)
+    indices = ", ".join(str(node) for node in nodes)
+    if len(nodes) == 1:
+        finding = (
+            f"node {labels} (index {indices} in the plan file and genotype) never reaches the cell output, "
+            f"because it is not in the concat list and feeds no node that is. Its edges cost compute "
+            f"without changing the output. Add it"
+        )
+    else:
+        finding = (
+            f"nodes {labels} (indices {indices} in the plan file and genotype) never reach the cell output, "
+            f"because they are not in the concat list and feed no node that is. Their edges cost compute "
+            f"without changing the output. Add them"
+        )
+    example = f"{cell_name}_concat=range(2, {cell.nodes + 2})"
+    return f"{cell_name} cell: {finding} to the concat list, e.g. {example} in a genotype."
+
+
 def plan_report(plan: Plan, *, max_skip_connections: int = 2) -> PlanReport:
     """Count the operations of each cell and warn about known failure modes of DARTS.
 
     Warns when the normal cell has more than `max_skip_connections` skip_connect edges (the
-    cell has collapsed into skip connections), and when every normal-cell edge is
-    parameter-free. Raises PlanError when `max_skip_connections` is negative.
+    cell has collapsed into skip connections), when every normal-cell edge is
+    parameter-free, and when a cell has intermediate nodes whose output never reaches the
+    cell output (see `unused_nodes`). Raises PlanError when `max_skip_connections` is negative.
     """
     if max_skip_connections < 0:
         raise PlanError(f"max_skip_connections is {max_skip_connections}, expected 0 or more.")
@@ -83,6 +119,10 @@ def plan_report(plan: Plan, *, max_skip_connections: int = 2) -> PlanReport:
             f"normal cell has only parameter-free operations (pooling and skip_connect) on all "
             f"{normal.edges} edges, so it cannot learn features."
         )
+    for cell_name in CELL_NAMES:
+        unused = unused_nodes(getattr(plan, cell_name))
+        if unused:
+            warnings.append(_unused_nodes_warning(cell_name, getattr(plan, cell_name), unused))
 
     for warning in warnings:
         logger.debug("plan warning: %s", warning)
