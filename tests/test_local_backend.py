@@ -78,6 +78,26 @@ def test_cell_error_names_cell_class_message(workspace):
 
 
 @pytest.mark.slow
+def test_kernel_never_sees_credentials(workspace, monkeypatch):
+    monkeypatch.setenv("KAGGLE_KEY", "secret-marker-1")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "secret-marker-2")
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "secret-marker-3")
+    monkeypatch.setenv("KDARTS_VISIBLE_MARKER", "visible-marker")
+    name = write_kernel(
+        workspace,
+        "environment-kernel",
+        "#%% code\nimport os\nprint(sorted(value for value in os.environ.values() if 'marker' in value))\n",
+    )
+
+    backend, record, status = run_kernel(name)
+    log = (backend.version_folder(record.ref, record.version) / "log.txt").read_text()
+
+    assert status.state == "complete"
+    assert "['visible-marker']" in log
+    assert "secret-marker" not in log
+
+
+@pytest.mark.slow
 def test_cell_timeout_is_error(workspace):
     name = write_kernel(workspace, "sleepy-kernel", "#%% markdown\nSleep.\n#%% code\nimport time\ntime.sleep(120)\n")
     started = time.monotonic()

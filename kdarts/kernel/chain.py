@@ -35,6 +35,7 @@ from kdarts.fileio import write_json_atomic
 from kdarts.kernel.backends import Backend, KernelStatus
 from kdarts.kernel.jobs import (
     PushRecord,
+    output_folder,
     pull_kernel,
     push_kernel,
     record_push,
@@ -93,6 +94,7 @@ class ChainState(BaseModel):
     last_good_checkpoint: int | None = None
     last_good_folder: str | None = None
     epochs: int | None = None
+    settings: dict[str, Any] = Field(default_factory=dict, description="the spec's kernel settings and parameters")
     final_output: str | None = None
     error: str | None = None
 
@@ -153,6 +155,7 @@ class Chain:
         wait_timeout: float | None = None,
         poll_seconds: float = 2.0,
         on_status: Callable[[Session, KernelStatus], None] | None = None,
+        new: bool = False,
     ):
         self.spec = spec
         self.backend = backend
@@ -161,20 +164,31 @@ class Chain:
         self.wait_timeout = wait_timeout
         self.poll_seconds = poll_seconds
         self.on_status = on_status
+        self.new = new
         self.dataset_ref = checkpoint_dataset_ref(spec, backend.owner)
         self.state = self._load_or_create()
 
+    def _settings(self) -> dict[str, Any]:
+        return {"kernel": self.spec.kernel.model_dump(mode="json"), "params": self.spec.params}
+
     def _load_or_create(self) -> ChainState:
         existing = load_chain(self.spec.name, self.runs_root)
-        if existing is not None and existing.state == "running":
+        if existing is not None and existing.state == "running" and not self.new:
             if existing.backend != self.backend.name:
                 raise KdartsError(
                     f"the chain of {self.spec.name!r} runs on the {existing.backend} backend, not "
-                    f"{self.backend.name}; finish it there or move {chain_path(self.spec.name, self.runs_root)} away"
+                    f"{self.backend.name}; continue it with --backend {existing.backend}, or start a new one with --new"
+                )
+            changed = _changed_settings(existing.settings, self._settings())
+            if changed:
+                raise KdartsError(
+                    f"the chain of {self.spec.name!r} in progress was started with other settings "
+                    f"({'; '.join(changed)}); continue it with the same --profile and --set values, "
+                    "or start a new chain with --new"
                 )
             logger.info("continuing the chain of %s at session %d", self.spec.name, len(existing.sessions))
             return existing
-        if existing is not None and existing.state in ("complete", "failed"):
+        if existing is not None:
             archived = chain_path(self.spec.name, self.runs_root).with_name(f"chain-{int(time.time())}.json")
             shutil.move(chain_path(self.spec.name, self.runs_root), archived)
             logger.info("the previous chain of %s (%s) was archived as %s", self.spec.name, existing.state, archived.name)
@@ -184,6 +198,7 @@ class Chain:
             checkpoint_dataset=self.dataset_ref,
             profile=self.spec.profile,
             epochs=self.spec.params.get("epochs"),
+            settings=self._settings(),
         )
         save_chain(state, self.runs_root)
         return state
@@ -272,6 +287,7 @@ class Chain:
             timeout=self.wait_timeout,
             poll_seconds=self.poll_seconds,
             on_status=report,
+            kernel_name=self.spec.name,
         )
         session.kernel_state = status.state
         session.error = None if status.state == "complete" else status.describe()
@@ -282,9 +298,7 @@ class Chain:
     def _pull(self, session: Session) -> None:
         assert self.state.ref is not None and session.kernel_version is not None
         record = PushRecord(self.spec.name, self.backend.name, self.state.ref, session.kernel_version, time.time())
-        target = runs_folder(self.spec.name, self.runs_root) / f"v{session.kernel_version}"
-        if target.exists():
-            shutil.rmtree(target)  # a pull interrupted by a stop may have left a part behind
+        target = output_folder(record, self.runs_root)
         try:
             pull_kernel(self.backend, record, target, runs_root=self.runs_root)
         except BackendError as error:
@@ -400,6 +414,16 @@ class Chain:
         self.state.last_good_checkpoint = published.version
 
 
+def _changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    changed = []
+    for table in ("kernel", "params"):
+        before, now = saved.get(table, {}), current.get(table, {})
+        for key in sorted(set(before) | set(now)):
+            if before.get(key) != now.get(key):
+                changed.append(f"{table}.{key}: {json.dumps(before.get(key))} then, {json.dumps(now.get(key))} now")
+    return changed
+
+
 def _read_engine_status(output: Path) -> dict[str, Any] | None:
     path = output / "status.json"
     if not path.is_file():
@@ -412,12 +436,17 @@ def _read_engine_status(output: Path) -> dict[str, Any] | None:
 
 def describe_chain(chain: ChainState) -> str:
     """Return the chain as text: one line per session and an estimate of the sessions left."""
-    lines = [f"chain of {chain.kernel} on {chain.backend}: {chain.state}" + (f" ({chain.error})" if chain.error else "")]
+    state = "in progress" if chain.state == "running" else chain.state
+    lines = [f"chain of {chain.kernel} on {chain.backend}: {state}" + (f" ({chain.error})" if chain.error else "")]
+    if chain.state == "running":
+        lines.append(f"  (if `kdarts-kernel run {chain.kernel}` is not running, run it again to continue)")
     for session in chain.sessions:
         duration = ""
         if session.pushed_at and session.finished_at:
             duration = f", {session.finished_at - session.pushed_at:.0f} s"
-        epochs = f", {session.epochs_done} epochs done" if session.epochs_done is not None else ""
+        epochs = ""
+        if session.epochs_done is not None:
+            epochs = f", {session.epochs_done} epoch{'s' if session.epochs_done != 1 else ''} done"
         checkpoint_in = f", from checkpoint v{session.checkpoint_in}" if session.checkpoint_in else ""
         checkpoint_out = f", checkpoint v{session.checkpoint_out}" if session.checkpoint_out else ""
         version = f"kernel v{session.kernel_version}" if session.kernel_version else "not pushed yet"

@@ -41,12 +41,30 @@ def _configure(debug: Annotated[bool, typer.Option("--debug", help="Show traceba
     logging.getLogger("wheel").setLevel(logging.WARNING)
 
 
+def default_owner() -> str:
+    """Return the Kaggle user name from KAGGLE_USERNAME or kaggle.json, without contacting Kaggle."""
+    import json
+    import os
+
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+    try:
+        username = json.loads((config_dir / "kaggle.json").read_text()).get("username")
+    except (OSError, ValueError, AttributeError):
+        username = None
+    return username if isinstance(username, str) and username else "local"
+
+
 @app.command()
 def render(
     name: Annotated[str, typer.Argument(help="Kernel spec name (for example 'search') or a .toml path.")],
     target: Annotated[str, typer.Option(help="Notebook variant: kaggle or colab.")] = "kaggle",
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write the bundle <slug>/ into.")] = Path("build/kernels"),
-    owner: Annotated[str, typer.Option(help="Kaggle user that owns the kernel and its datasets.")] = "local",
+    owner: Annotated[
+        Optional[str],
+        typer.Option(help="Kaggle user that owns the kernel and its datasets (default: KAGGLE_USERNAME, else the username in kaggle.json, else 'local')."),
+    ] = None,
     profile: ProfileOption = None,
     set_values: SetOption = None,
 ) -> None:
@@ -57,7 +75,7 @@ def render(
     if target not in ("kaggle", "colab"):
         raise KdartsError(f"invalid --target {target!r}; use kaggle or colab")
     spec = load_spec(name, profile=profile, overrides=set_values, platform=target)
-    bundle = write_bundle(spec, output, owner=owner, target=target)  # type: ignore[arg-type]
+    bundle = write_bundle(spec, output, owner=owner or default_owner(), target=target)  # type: ignore[arg-type]
     limit = f" of Kaggle's {KAGGLE_SOURCE_LIMIT:,}" if target == "kaggle" else ""
     typer.echo(f"{bundle.notebook} ({bundle.size:,} bytes{limit}; profile {spec.profile or 'none'})")
 
@@ -93,14 +111,14 @@ def push(
 
     # A wait is always bounded: a session cannot outlive its limit, and an hour covers the queue.
     wait_limit = timeout if timeout is not None else spec.kernel.session_limit + 3600.0
-    status = _follow(backend, record.ref, record.version, wait_limit)
+    status = _follow(backend, record.ref, record.version, wait_limit, spec.name)
     target = pull_kernel(backend, record)
     typer.echo(f"output of version {record.version} pulled into {target}")
     if status.state != "complete":
         raise KdartsError(f"{status.describe()}; see {target / 'log.txt'}")
 
 
-def _follow(backend, ref: str, version: int, timeout: float | None):
+def _follow(backend, ref: str, version: int, timeout: float | None, kernel_name: str | None = None):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from kdarts.kernel.jobs import wait_for_kernel
@@ -109,23 +127,28 @@ def _follow(backend, ref: str, version: int, timeout: float | None):
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} cells"),
+        TextColumn("{task.fields[cells]}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(f"{ref} v{version}: queued", total=None)
+        task = progress.add_task(f"{ref} v{version}: queued", total=None, cells="")
 
         def show(status) -> None:
+            # Kaggle reports no cell counts, so the column stays empty there.
+            cells = f"{status.cells_done or 0}/{status.cells_total} cells" if status.cells_total else ""
             progress.update(
                 task,
                 description=f"{ref} v{version}: {status.state}",
                 completed=status.cells_done or 0,
                 total=status.cells_total,
+                cells=cells,
             )
 
         poll_seconds = getattr(backend, "poll_seconds", 2.0)
-        return wait_for_kernel(backend, ref, version, timeout=timeout, poll_seconds=poll_seconds, on_status=show)
+        return wait_for_kernel(
+            backend, ref, version, timeout=timeout, poll_seconds=poll_seconds, on_status=show, kernel_name=kernel_name
+        )
 
 
 @app.command()
@@ -136,6 +159,7 @@ def run(
     session_timeout: Annotated[
         Optional[float], typer.Option(help="Give up waiting for one session after this many seconds.")
     ] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new chain even if one is in progress (its state is archived).")] = False,
     profile: ProfileOption = None,
     set_values: SetOption = None,
 ) -> None:
@@ -159,8 +183,16 @@ def run(
             console.print(line, highlight=False)
             last_line["text"] = line
 
-    chain = Chain(spec, backend, max_retries=max_retries, wait_timeout=session_timeout, on_status=show)
-    final = chain.run()
+    chain = Chain(spec, backend, max_retries=max_retries, wait_timeout=session_timeout, on_status=show, new=new)
+    try:
+        final = chain.run()
+    except KeyboardInterrupt:
+        typer.echo(
+            f"stopped; a session already pushed keeps running on the {backend.name} backend. "
+            f"Run the same command again to continue the chain (kdarts-kernel status {name} shows it).",
+            err=True,
+        )
+        raise SystemExit(130) from None
     typer.echo(describe_chain(final))
     if final.state != "complete":
         raise KdartsError(f"the chain of {name} failed: {final.error}; fix the cause and run it again")
@@ -208,12 +240,15 @@ def pull(
 @app.command("list")
 def list_kernels() -> None:
     """List the kernel specs this folder sees (./kernels first, then the built-in ones)."""
-    from kdarts.kernel.specs import list_specs
-
-    from kdarts.kernel.specs import spec_profiles
+    from kdarts.kernel.specs import list_specs, load_spec, spec_profiles
 
     for name, path in list_specs().items():
-        profiles = ", ".join(spec_profiles(str(path))) or "none"
+        try:
+            load_spec(str(path))
+            profiles = ", ".join(spec_profiles(str(path))) or "none"
+        except KdartsError as error:
+            typer.echo(f"{name}\tINVALID: {error}\t{path}")
+            continue
         typer.echo(f"{name}\tprofiles: {profiles}\t{path}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -139,6 +140,7 @@ def wait_for_kernel(
     timeout: float | None = None,
     poll_seconds: float = 2.0,
     on_status: Callable[[KernelStatus], None] | None = None,
+    kernel_name: str | None = None,
 ) -> KernelStatus:
     """Poll a version's status until it is terminal; raise when `timeout` seconds pass first."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -151,16 +153,35 @@ def wait_for_kernel(
         if deadline is not None and time.monotonic() > deadline:
             raise BackendError(
                 f"timed out after {timeout:.0f} s waiting for {ref} version {version} to finish "
-                f"(last status: {status.state}); check again with: kdarts-kernel status"
+                f"(last status: {status.state}); check again with: kdarts-kernel status {kernel_name or '<kernel>'}"
             )
         time.sleep(poll_seconds)
 
 
+def output_folder(record: PushRecord, root: Path | None = None) -> Path:
+    """Return where a version's output is pulled: `runs/<kernel>/v<N>/`, or `<backend>-v<N>/` off the local backend.
+
+    Version numbers count per backend, so a Kaggle version 1 and a local version 1 need two folders.
+    """
+    name = f"v{record.version}" if record.backend == "local" else f"{record.backend}-v{record.version}"
+    return runs_folder(record.kernel, root) / name
+
+
 def pull_kernel(backend: Backend, record: PushRecord, target: Path | None = None, *, runs_root: Path | None = None) -> Path:
-    """Download a version's output into `runs/<kernel>/v<N>/` and verify it against its manifest."""
-    target = Path(target) if target is not None else runs_folder(record.kernel, runs_root) / f"v{record.version}"
-    backend.download_output(record.ref, record.version, target)
-    verify_manifest(target)
+    """Download a version's output, verify it against its manifest, and only then put it in place.
+
+    The files are downloaded into a `.partial` folder beside the target, which replaces the target
+    once the manifest matches, so an interrupted or failed pull never leaves a mix of two pulls.
+    """
+    target = Path(target) if target is not None else output_folder(record, runs_root)
+    partial = target.with_name(target.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    backend.download_output(record.ref, record.version, partial)
+    verify_manifest(partial)
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
     logger.info("pulled %s version %d into %s", record.ref, record.version, target)
     return target
 

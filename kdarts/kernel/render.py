@@ -26,7 +26,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import kdarts
-from kdarts.errors import RenderError
+from kdarts.errors import RenderError, SpecError
 from kdarts.fileio import sha256_file
 from kdarts.kernel.resources import template_folders
 from kdarts.kernel.specs import KernelSpec
@@ -143,6 +143,33 @@ def default_time_budget(spec: KernelSpec) -> float:
     return max(limit - margin, 0.5 * limit)
 
 
+def validate_engine_parameters(spec: KernelSpec) -> None:
+    """Check a search kernel's parameters with the engine's own settings model before rendering.
+
+    A value the engine would reject (an unknown `order`, a batch size of 0) then fails here, on
+    this machine, instead of in the notebook after a platform session has been spent on it.
+    """
+    if not spec.kernel.template.startswith("search"):
+        return
+    from pydantic import ValidationError
+
+    from kdarts.search.config import SearchConfig
+
+    values = {key: value for key, value in spec.params.items() if key in SearchConfig.model_fields and key != "data"}
+    # The spec writes 0 for "every training image"; the engine's model says None.
+    if values.get("max_train_images") == 0:
+        values["max_train_images"] = None
+    try:
+        SearchConfig(**values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            shown = json.dumps(values.get(str(item["loc"][0]))) if item["loc"] else "?"
+            problems.append(f"params.{key} = {shown}: {item['msg']}")
+        raise SpecError(f"{spec.path}: invalid search parameters: " + "; ".join(problems)) from error
+
+
 def render_notebook(
     spec: KernelSpec,
     *,
@@ -151,6 +178,7 @@ def render_notebook(
     time_budget_seconds: float | None = None,
 ) -> nbformat.NotebookNode:
     """Render the spec's template into a validated notebook."""
+    validate_engine_parameters(spec)
     wheel = wheel or build_engine_wheel()
     budget = time_budget_seconds if time_budget_seconds is not None else default_time_budget(spec)
     try:

@@ -333,6 +333,21 @@ def load_spec(
     if unknown:
         raise SpecError(f"{path}: unknown table(s) {', '.join(unknown)}; allowed: {', '.join(_SPEC_TABLES)}")
 
+    profiles = _table(raw, "profiles", path)
+    base_kernel = _table(raw, "kernel", path)
+    chosen = _choose_profile(path, profiles, profile, platform, base_kernel.get("default_profile"))
+    settings, merged = _merge_and_validate(path, raw, profiles, chosen, overrides or [])
+
+    # Every other profile is validated too, so a broken profile shows before anyone picks it.
+    for other in sorted(set(profiles) - {chosen}):
+        _merge_and_validate(path, raw, profiles, other, [])
+    return KernelSpec(name=path.stem, path=path, profile=chosen, kernel=settings, params=merged.params)
+
+
+def _merge_and_validate(
+    path: Path, raw: dict[str, Any], profiles: dict[str, Any], profile: str | None, overrides: list[str]
+) -> tuple[KernelSettings, _Merged]:
+    """Merge [kernel], [params], one profile and the overrides, then validate the kernel settings."""
     merged = _Merged()
     for key, value in _table(raw, "kernel", path).items():
         merged.kernel[key] = value
@@ -340,12 +355,9 @@ def load_spec(
     for key, value in _table(raw, "params", path).items():
         merged.params[key] = value
         merged.origins[f"params.{key}"] = f"params.{key}"
-
-    profiles = _table(raw, "profiles", path)
-    chosen = _choose_profile(path, profiles, profile, platform, merged.kernel.get("default_profile"))
-    if chosen is not None:
-        _apply_profile(path, chosen, _table(profiles, chosen, path, prefix="profiles."), merged)
-    for override in overrides or []:
+    if profile is not None:
+        _apply_profile(path, profile, _table(profiles, profile, path, prefix="profiles."), merged)
+    for override in overrides:
         _apply_override(path, override, merged)
 
     try:
@@ -360,7 +372,7 @@ def load_spec(
             f"{expected_slug!r}, not kernel.slug {settings.slug!r}; Kaggle files a kernel under its title's slug, "
             "so make the two match"
         )
-    return KernelSpec(name=path.stem, path=path, profile=chosen, kernel=settings, params=merged.params)
+    return settings, merged
 
 
 def parse_override(text: str) -> tuple[str, Any]:

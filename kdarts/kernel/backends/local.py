@@ -23,10 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from kdarts.errors import BackendError
@@ -127,7 +129,7 @@ class LocalBackend(Backend):
                 version += 1
 
     def _start_worker(self, folder: Path) -> None:
-        environment = dict(os.environ)
+        environment = kernel_environment(os.environ)
         environment["KDARTS_LOCAL_STORE"] = str(self.root)
         with (folder / "worker.log").open("ab") as worker_log:
             process = subprocess.Popen(
@@ -275,6 +277,21 @@ def _make_read_only(folder: Path) -> None:
         if not path.is_symlink():
             path.chmod(0o555 if path.is_dir() else 0o444)
     folder.chmod(0o555)
+
+
+# A Kaggle kernel never sees its pusher's environment; the local backend keeps that promise for
+# anything that looks like a credential.
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+_SECRET_PREFIXES = ("KAGGLE_", "AWS_", "GOOGLE_", "AZURE_", "GH_", "GITHUB_")
+
+
+def kernel_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """Return the environment for a worker and its kernel, without the variables that hold credentials."""
+    return {
+        name: value
+        for name, value in environment.items()
+        if not _SECRET_NAME.search(name) and not name.upper().startswith(_SECRET_PREFIXES)
+    }
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
