@@ -12,6 +12,7 @@ import pytest
 
 from chain_support import OVERRIDES, assert_same_search, reference  # noqa: F401 - fixture
 
+from kdarts.errors import KdartsError
 from kdarts.kernel.backends.local import LocalBackend
 from kdarts.kernel.chain import Chain, load_chain
 from kdarts.kernel.specs import load_spec
@@ -131,3 +132,29 @@ def _run_until_fault(chain: Chain) -> None:
         chain.run()
     finally:
         chain_module._kill_self = original
+
+
+def test_chain_refuses_other_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = LocalBackend()
+    Chain(load_spec("search", overrides=OVERRIDES), backend)
+
+    with pytest.raises(KdartsError) as raised:
+        Chain(load_spec("search", overrides=[*OVERRIDES, "epochs=3"]), backend)
+
+    message = str(raised.value)
+    assert "params.epochs: 2 then, 3 now" in message
+    assert "--new" in message
+
+
+def test_chain_new_archives_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = LocalBackend()
+    Chain(load_spec("search", overrides=OVERRIDES), backend)
+
+    chain = Chain(load_spec("search", overrides=[*OVERRIDES, "epochs=3"]), backend, new=True)
+
+    assert chain.state.settings["params"]["epochs"] == 3
+    archived = list((tmp_path / "runs" / "search").glob("chain-*.json"))
+    assert len(archived) == 1
+    assert json.loads(archived[0].read_text())["settings"]["params"]["epochs"] == 2

@@ -27,7 +27,7 @@ from kaggle_support import (  # noqa: F401 - fixtures
 )
 from kdarts.errors import BackendError
 from kdarts.kernel.backends import get_backend
-from kdarts.kernel.backends.kaggle import KaggleApiError, KaggleBackend, find_failure, kernel_state, output_path
+from kdarts.kernel.backends.kaggle import KaggleApiError, KaggleBackend, endpoint_url, find_failure, kernel_state, output_path
 from kdarts.kernel.jobs import PushRecord, pull_kernel
 from kdarts.kernel.retry import RetryPolicy, classify, parse_retry_after
 
@@ -105,8 +105,90 @@ def test_credentials_rejected_key_names_fix(emulator: Emulator, monkeypatch: pyt
         kaggle.dataset_exists(f"{emulator.user}/some-dataset")
 
     assert caught.value.status == 401
-    assert "rejected the credentials" in str(caught.value)
-    assert str(config_dir) in str(caught.value)
+    assert f"rejected the user name and key in kaggle.json at {config_dir / 'kaggle.json'}" in str(caught.value)
+    assert "not-the-key" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"username": "emulated-user"}', "lacks 'key'"),
+        ("not json", "is not valid JSON"),
+        ('["emulated-user"]', "contains a JSON list instead of an object"),
+        ('{"username": "emulated-user", "key": ""}', "has an empty 'key'"),
+    ],
+)
+def test_kaggle_json_malformed_named(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str, problem: str) -> None:
+    config_dir = client_environment(monkeypatch, tmp_path, emulator)
+    (config_dir / "kaggle.json").write_text(content)
+
+    with pytest.raises(BackendError) as caught:
+        KaggleBackend(retry=FAST_RETRY)
+
+    message = str(caught.value)
+    assert f"kaggle.json at {config_dir / 'kaggle.json'} {problem}" in message
+    assert "no Kaggle credentials found" not in message
+    assert "KAGGLE_API_TOKEN" in message
+
+
+def test_kaggle_json_malformed_token_still_used(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config_dir = client_environment(monkeypatch, tmp_path, emulator)
+    (config_dir / "kaggle.json").write_text("not json")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", emulator.key)
+
+    kaggle = KaggleBackend(retry=FAST_RETRY)
+
+    assert kaggle.credential_source.description == "the access token in KAGGLE_API_TOKEN"
+    assert kaggle.dataset_exists(f"{emulator.user}/never-published") is False
+
+
+@pytest.mark.parametrize("in_file", [False, True], ids=["variable", "file"])
+def test_token_rejected_despite_kaggle_json(emulator: Emulator, kaggle_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, in_file: bool) -> None:
+    token = "kdarts-test-expired-token"
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(token)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", str(token_file) if in_file else token)
+
+    with pytest.raises(BackendError) as caught:
+        KaggleBackend(retry=FAST_RETRY)
+
+    message = str(caught.value)
+    place = f"the access token in {token_file} (the file KAGGLE_API_TOKEN names)" if in_file else "the access token in KAGGLE_API_TOKEN"
+    assert f"Kaggle rejected {place}" in message
+    assert f"unset KAGGLE_API_TOKEN to use the user name and key in kaggle.json at {kaggle_env / 'kaggle.json'}" in message
+    assert token not in message
+    # It stops before any call that the rejected token would fail.
+    assert [item["target"] for item in emulator.requests()] == ["IntrospectToken"]
+
+
+def test_token_401_names_token(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    client_environment(monkeypatch, tmp_path, emulator)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", emulator.key)
+    kaggle = KaggleBackend(retry=FAST_RETRY)
+    emulator.reset()
+    emulator.inject(kind="reject_credentials", target="GetDatasetStatus")
+
+    with pytest.raises(KaggleApiError) as caught:
+        kaggle.dataset_exists(f"{emulator.user}/some-dataset")
+
+    assert caught.value.status == 401
+    assert f"rejected the access token in KAGGLE_API_TOKEN for user {emulator.user}" in str(caught.value)
+    assert emulator.key not in str(caught.value)
+    assert len(emulator.requests("GetDatasetStatus")) == 1
+
+
+def test_environment_key_rejected_names_variables(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    client_environment(monkeypatch, tmp_path, emulator, kaggle_json=False)
+    monkeypatch.setenv("KAGGLE_USERNAME", emulator.user)
+    monkeypatch.setenv("KAGGLE_KEY", "kdarts-test-wrong-key")
+    kaggle = KaggleBackend(retry=FAST_RETRY)
+
+    with pytest.raises(KaggleApiError) as caught:
+        kaggle.dataset_exists(f"{emulator.user}/some-dataset")
+
+    assert caught.value.status == 401
+    assert "rejected the user name and key in KAGGLE_USERNAME and KAGGLE_KEY" in str(caught.value)
+    assert "kdarts-test-wrong-key" not in str(caught.value)
 
 
 def test_access_token_authenticates(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -139,6 +221,44 @@ def test_environment_credentials_authenticate(emulator: Emulator, monkeypatch: p
 
 def test_owner_defaults_to_user(backend: KaggleBackend, emulator: Emulator) -> None:
     assert backend.owner == emulator.user
+
+
+# Endpoint -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:45599", "localhost:8089", "ftp://127.0.0.1:8089", "http://", "http://127.0.0.1:99999"])
+def test_endpoint_invalid_rejected(kaggle_env: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("KDARTS_KAGGLE_ENDPOINT", value)
+
+    with pytest.raises(BackendError) as caught:
+        KaggleBackend(retry=FAST_RETRY)
+
+    assert f"invalid KDARTS_KAGGLE_ENDPOINT={value!r}" in str(caught.value)
+    assert "http:// or https://" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"KDARTS_KAGGLE_ENDPOINT": "HTTP://127.0.0.1:8089/"}, "http://127.0.0.1:8089"),
+        ({"KAGGLE_API_ENVIRONMENT": "LOCALHOST"}, "http://localhost"),
+        ({}, "https://api.kaggle.com"),
+    ],
+    ids=["variable", "localhost", "kaggle"],
+)
+def test_endpoint_url_matches_client(kaggle_env: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], expected: str) -> None:
+    monkeypatch.delenv("KDARTS_KAGGLE_ENDPOINT")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    # kaggle.json credentials need no call, so no request leaves this machine.
+    kaggle = KaggleBackend(retry=FAST_RETRY)
+
+    with kaggle.api.build_kaggle_client() as client:
+        request_url = client.http_client()._get_request_url("datasets.DatasetApiService", "GetDatasetStatus")
+
+    assert endpoint_url() == expected
+    assert kaggle.endpoint_url == expected
+    assert request_url.startswith(f"{expected}/")
 
 
 # Status ---------------------------------------------------------------------------------------------
@@ -190,9 +310,12 @@ def test_push_while_running_starts_new_version(backend: KaggleBackend, emulator:
     emulator.inject(kind="queue", target="SaveKernel", seconds=600)
 
     second = backend.push(tiny_bundle(tmp_path / "v2", backend.owner, "kaggle-test-running", ["print('next')"]))
+    running = backend.status(first.ref, first.version)
 
     assert second.version == first.version + 1
-    assert backend.status(first.ref, first.version).state == "running"
+    assert running.state == "running"
+    # Kaggle's session status carries no progress, so none is made up.
+    assert running.cells_total is None
     assert backend.status(second.ref, second.version).state == "queued"
 
 

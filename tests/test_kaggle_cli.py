@@ -47,7 +47,10 @@ def test_cli_push_wait_status_pull(emulator: Emulator, kaggle_env: Path, tmp_pat
     pulled = run_cli("pull", "search", "-o", str(tmp_path / "pulled-again"), cwd=project)
 
     assert pushed.returncode == 0, pushed.stderr
-    output = project / "runs" / "search" / "v1"
+    # The folder name of a pulled version depends on the backend, so it is found by its plan.
+    outputs = [path.parent for path in (project / "runs" / "search").glob("*/plan.json")]
+    assert len(outputs) == 1, outputs
+    output = outputs[0]
     assert load_plan(output / "plan.json").primitives == list(DARTS_PRIMITIVES)
     assert verify_manifest(output) > 0
     assert (output / "log.txt").is_file()
@@ -66,11 +69,34 @@ def test_cli_push_wait_status_pull(emulator: Emulator, kaggle_env: Path, tmp_pat
         assert emulator.key not in result.stdout + result.stderr
 
 
-def test_cli_missing_credentials_one_line(emulator: Emulator, kaggle_env: Path, tmp_path: Path) -> None:
-    (kaggle_env / "kaggle.json").unlink()
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "error: no Kaggle credentials found"), ("not json", "kaggle.json at {path} is not valid JSON")],
+    ids=["missing", "malformed"],
+)
+def test_cli_credentials_error_one_line(emulator: Emulator, kaggle_env: Path, tmp_path: Path, content: str | None, expected: str) -> None:
+    path = kaggle_env / "kaggle.json"
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
 
     result = run_cli("push", "search", "--backend", "kaggle", *TINY_SEARCH, cwd=tmp_path)
 
     assert result.returncode == 1
-    assert "error: no Kaggle credentials found" in result.stderr
+    assert expected.format(path=path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_status_refuses_other_endpoint(emulator: Emulator, kaggle_env: Path, tmp_path: Path) -> None:
+    from kdarts.errors import BackendError
+    from kdarts.kernel.jobs import PushRecord, backend_for
+
+    record = PushRecord("search", "kaggle", "emulated-user/kdarts-search", 3, 0.0, endpoint="http://127.0.0.1:9")
+
+    with pytest.raises(BackendError) as raised:
+        backend_for(record)
+
+    assert "was pushed to http://127.0.0.1:9" in str(raised.value)
+    assert f"now talks to {emulator.url.rstrip('/')}" in str(raised.value)
+    assert emulator.requests("GetKernelSessionStatus") == []

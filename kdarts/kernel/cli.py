@@ -205,8 +205,7 @@ def status(
     version: Annotated[Optional[int], typer.Option(help="Version to show (default: the newest push).")] = None,
 ) -> None:
     """Show the status of a pushed kernel version."""
-    from kdarts.kernel.backends import get_backend
-    from kdarts.kernel.jobs import latest_push
+    from kdarts.kernel.jobs import backend_for, latest_push
 
     from kdarts.kernel.chain import describe_chain, load_chain
 
@@ -214,7 +213,7 @@ def status(
     if chain is not None:
         typer.echo(describe_chain(chain))
     record = latest_push(name, version=version)
-    backend = get_backend(record.backend)
+    backend = backend_for(record)
     typer.echo(backend.status(record.ref, record.version).describe())
 
 
@@ -225,11 +224,10 @@ def pull(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder to pull into (default: runs/<kernel>/v<N>).")] = None,
 ) -> None:
     """Download a kernel version's output, executed notebook and log, and verify the manifest."""
-    from kdarts.kernel.backends import get_backend
-    from kdarts.kernel.jobs import latest_push, pull_kernel
+    from kdarts.kernel.jobs import backend_for, latest_push, pull_kernel
 
     record = latest_push(name, version=version)
-    backend = get_backend(record.backend)
+    backend = backend_for(record)
     status = backend.status(record.ref, record.version)
     if not status.terminal:
         raise KdartsError(f"{status.describe()}; pull it once it has finished (kdarts-kernel status {name})")

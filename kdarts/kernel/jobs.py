@@ -18,7 +18,7 @@ from pathlib import Path
 from kdarts.data import sample_path
 from kdarts.errors import BackendError, CheckpointError
 from kdarts.fileio import write_json_atomic
-from kdarts.kernel.backends import Backend, KernelStatus
+from kdarts.kernel.backends import Backend, KernelStatus, get_backend
 from kdarts.kernel.render import write_assets, write_bundle
 from kdarts.kernel.wheel import EngineWheel, build_engine_wheel
 from kdarts.kernel.specs import SAMPLE_DATASET, SAMPLE_DATASET_SLUG, KernelSpec
@@ -41,6 +41,7 @@ class PushRecord:
     version: int
     pushed_at: float
     url: str | None = None
+    endpoint: str | None = None
 
 
 def runs_folder(kernel: str, root: Path | None = None) -> Path:
@@ -70,6 +71,23 @@ def latest_push(kernel: str, root: Path | None = None, version: int | None = Non
         which = f" version {version}" if version is not None else ""
         raise BackendError(f"kernel {kernel!r}{which} was never pushed from this folder; run: kdarts-kernel push {kernel}")
     return records[-1]
+
+
+def backend_for(record: PushRecord) -> Backend:
+    """Return the backend a push went to, checking that it still talks to the same server.
+
+    A kernel pushed to the Kaggle-compatible local server exists only there, so asking Kaggle
+    itself about it (or the other way round) is refused before any request is sent.
+    """
+    backend = get_backend(record.backend)
+    current = getattr(backend, "endpoint_url", None)
+    if record.endpoint and current and current != record.endpoint:
+        raise BackendError(
+            f"{record.ref} version {record.version} was pushed to {record.endpoint}, but the {record.backend} "
+            f"backend now talks to {current}; set KDARTS_KAGGLE_ENDPOINT={record.endpoint} (or unset it when "
+            "the push went to Kaggle itself) and run the command again"
+        )
+    return backend
 
 
 def ensure_datasets(spec: KernelSpec, backend: Backend) -> None:
@@ -126,7 +144,13 @@ def push_kernel(spec: KernelSpec, backend: Backend, *, runs_root: Path | None = 
         bundle = write_bundle(spec, Path(folder), owner=backend.owner, target=target, wheel=wheel)
         result = backend.push(bundle, session_limit=spec.kernel.session_limit)
     record = PushRecord(
-        kernel=spec.name, backend=backend.name, ref=result.ref, version=result.version, pushed_at=time.time(), url=result.url
+        kernel=spec.name,
+        backend=backend.name,
+        ref=result.ref,
+        version=result.version,
+        pushed_at=time.time(),
+        url=result.url,
+        endpoint=getattr(backend, "endpoint_url", None),
     )
     record_push(record, runs_root)
     return record

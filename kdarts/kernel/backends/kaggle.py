@@ -10,7 +10,9 @@ Credentials are read the way the client reads them: an access token in `KAGGLE_A
 `~/.kaggle/access_token`), `kaggle.json` in `KAGGLE_CONFIG_DIR` or `~/.kaggle`, or
 `KAGGLE_USERNAME` and `KAGGLE_KEY`. Two variables of kdarts' own change where calls go:
 
-    KDARTS_KAGGLE_ENDPOINT      send every call to this URL (for example `kdarts-kernel emulate`)
+    KDARTS_KAGGLE_ENDPOINT      send every call to this http:// or https:// URL (for example
+                                the one `kdarts-kernel emulate` prints); `endpoint_url()` returns
+                                the URL in use
     KDARTS_KAGGLE_POLL_SECONDS  seconds between status polls while waiting (default 15)
 """
 
@@ -28,9 +30,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -47,6 +50,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ENDPOINT_VARIABLE = "KDARTS_KAGGLE_ENDPOINT"
+# The base URLs kagglesdk 0.1.38 sends calls to (kaggle_env._env_to_endpoint): KaggleEnv.PROD, and
+# KaggleEnv.LOCAL, which the backend selects with KAGGLE_API_ENVIRONMENT=LOCALHOST.
+KAGGLE_API_URL = "https://api.kaggle.com"
+LOCALHOST_API_URL = "http://localhost"
 POLL_VARIABLE = "KDARTS_KAGGLE_POLL_SECONDS"
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 DATASET_METADATA_FILE = "dataset-metadata.json"
@@ -95,7 +102,11 @@ class KaggleBackend(Backend):
         license_name: str = "other",
         page_size: int = 100,
     ):
-        self.endpoint = endpoint or os.environ.get(ENDPOINT_VARIABLE) or None
+        if endpoint:
+            self.endpoint: str | None = check_endpoint(endpoint, "endpoint")
+        else:
+            configured = os.environ.get(ENDPOINT_VARIABLE)
+            self.endpoint = check_endpoint(configured) if configured else None
         self.poll_seconds = poll_seconds if poll_seconds is not None else _float_variable(POLL_VARIABLE, 15.0)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
@@ -103,15 +114,21 @@ class KaggleBackend(Backend):
         self.license_name = license_name
         self.page_size = page_size
         self._diagnosed: dict[tuple[str, int], KernelStatus] = {}
+        self._endpoint_url = self.endpoint or _client_endpoint()
         if self.endpoint:
             logger.info("sending Kaggle calls to %s (%s)", self.endpoint, ENDPOINT_VARIABLE)
         self.api = _new_api(self.endpoint, self.timeout)
-        self._user = _authenticate(self.api, self.endpoint)
+        self._user, self.credential_source = _authenticate(self.api, self.endpoint)
         self._owner = owner or self._user
 
     @property
     def owner(self) -> str:
         return self._owner
+
+    @property
+    def endpoint_url(self) -> str:
+        """The base URL this backend sends calls to, in the form `endpoint_url()` returns."""
+        return self._endpoint_url
 
     # Calls --------------------------------------------------------------------------------------
 
@@ -131,8 +148,8 @@ class KaggleBackend(Backend):
         message = _server_message(error)
         if status == 401:
             return KaggleApiError(
-                f"{action} failed: Kaggle rejected the credentials of {self._user} (HTTP 401: {message}); "
-                f"{_credential_places()}, with a token created at {TOKEN_PAGE}",
+                f"{action} failed: Kaggle rejected {self.credential_source.description} for user {self._user} "
+                f"(HTTP 401: {message}); {self.credential_source.fix}",
                 status,
             )
         return KaggleApiError(f"{action} failed: HTTP {status}: {message}", status)
@@ -246,6 +263,8 @@ class KaggleBackend(Backend):
         # Always ask for this version: right after a push, an unpinned status can still describe
         # the previous version, whose terminal state must not be taken for this one's.
         response = self._session_status(ref, version)
+        # The session status (kagglesdk 0.1.38) contains only a state and a failure message, so
+        # cells_done and cells_total stay None.
         status = KernelStatus(ref=ref, version=version, state=kernel_state(response.status), message=response.failure_message or None)
         if status.state == "error":
             status = self._diagnose(status)
@@ -510,31 +529,229 @@ def _new_api(endpoint: str | None, timeout: tuple[float, float]) -> Any:
     api.config_dir = str(config_dir)
     api.config = str(config_dir / "kaggle.json")
     # Never "--verbose": the client then prints every request with its Authorization header.
-    local = endpoint is not None or os.environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST"
+    local = endpoint is not None or _client_endpoint() == LOCALHOST_API_URL
     api.args = ["--local"] if local else []
     return api
 
 
-def _authenticate(api: Any, endpoint: str | None) -> str:
-    """Authenticate the client and return the user name; never let it exit the process."""
-    token_set = bool(os.environ.get("KAGGLE_API_TOKEN"))
+# Endpoint -----------------------------------------------------------------------------------------
+
+
+def endpoint_url() -> str:
+    """Return the base URL the Kaggle backend sends its calls to, without a trailing slash.
+
+    That is KDARTS_KAGGLE_ENDPOINT when it is set, else the client's own: http://localhost with
+    KAGGLE_API_ENVIRONMENT=LOCALHOST, else https://api.kaggle.com. Raises BackendError when
+    KDARTS_KAGGLE_ENDPOINT is not an http:// or https:// URL.
+    """
+    configured = os.environ.get(ENDPOINT_VARIABLE)
+    if configured:
+        return check_endpoint(configured)
+    return _client_endpoint()
+
+
+def _client_endpoint() -> str:
+    return LOCALHOST_API_URL if os.environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST" else KAGGLE_API_URL
+
+
+def check_endpoint(value: str, name: str = ENDPOINT_VARIABLE) -> str:
+    """Return an endpoint URL without its trailing slash; raise BackendError unless it is http(s)://host[:port][/path]."""
+    parts = urlsplit(value)
+    try:
+        # Reading the port raises ValueError for one that is not a number from 0 to 65535.
+        port_valid = parts.port is None or parts.port >= 0
+    except ValueError:
+        port_valid = False
+    reason = None
+    if any(character.isspace() for character in value):
+        reason = "it contains whitespace"
+    elif parts.scheme not in ("http", "https"):
+        reason = "it needs http:// or https:// in front"
+    elif not parts.hostname:
+        reason = "it names no host"
+    elif not port_valid:
+        reason = "its port is not a number from 0 to 65535"
+    elif parts.username is not None or parts.password is not None:
+        reason = "it contains a user name or password, which belong in kaggle.json or KAGGLE_API_TOKEN"
+    elif parts.query or parts.fragment:
+        reason = "the client appends paths to it, so it cannot have a query or fragment"
+    if reason is not None:
+        displayed_value = value.replace(parts.password, "***") if parts.password else value
+        unset = f", or unset {name} to use Kaggle" if name == ENDPOINT_VARIABLE else ""
+        raise BackendError(
+            f"invalid {name}={displayed_value!r}: {reason}; set it to an http:// or https:// URL, for example "
+            f"http://127.0.0.1:8089 (the address `kdarts-kernel emulate` prints){unset}"
+        )
+    # Scheme and host are case-insensitive, so one spelling lets callers compare endpoints as strings.
+    return f"{parts.scheme}://{parts.netloc.lower()}{parts.path}".rstrip("/")
+
+
+# Credentials --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialSource:
+    """The place of the credential that the client sends, described without its value."""
+
+    kind: Literal["token", "api key", "oauth"]
+    # For example "the access token in KAGGLE_API_TOKEN" or "the user name and key in kaggle.json at <path>".
+    description: str
+    # The next step for the user when Kaggle rejects the credential.
+    fix: str
+
+
+@dataclass(frozen=True)
+class KaggleJsonProblem:
+    """A defect of a kaggle.json file."""
+
+    path: Path
+    # Completes "kaggle.json at <path> ...", for example "lacks 'key'".
+    text: str
+    # True for JSON other than an object. The client (2.2.5) fails with TypeError on most such
+    # files (any truthy value, once a KAGGLE_* variable is set), so they stop authentication at once.
+    fatal: bool = False
+
+    def error(self) -> BackendError:
+        return BackendError(
+            f"kaggle.json at {self.path} {self.text}; write {{\"username\": \"<user>\", \"key\": \"<key>\"}} into it "
+            f"with your user name and an API key from {TOKEN_PAGE}, or delete it and set KAGGLE_API_TOKEN"
+        )
+
+
+def kaggle_json_problem(path: Path) -> KaggleJsonProblem | None:
+    """Return the defect of a kaggle.json file, or None when the file is absent or contains a user name and key."""
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return KaggleJsonProblem(path, f"cannot be read ({type(error).__name__}: {error})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        # The message names the position only, never the file's text, which may contain the key.
+        return KaggleJsonProblem(path, f"is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})")
+    if not isinstance(data, dict):
+        return KaggleJsonProblem(path, f"contains a JSON {type(data).__name__} instead of an object", fatal=True)
+    missing = [name for name in ("username", "key") if name not in data]
+    if missing:
+        return KaggleJsonProblem(path, "lacks " + " and ".join(repr(name) for name in missing))
+    for name in ("username", "key"):
+        if not isinstance(data[name], str):
+            return KaggleJsonProblem(path, f"has a {type(data[name]).__name__} as {name!r} instead of a string")
+        if not data[name].strip():
+            return KaggleJsonProblem(path, f"has an empty {name!r}")
+    return None
+
+
+def _authenticate(api: Any, endpoint: str | None) -> tuple[str, CredentialSource]:
+    """Authenticate the client; return the user name and the place of the credential that it sends.
+
+    The client never gets to exit the process. A missing, malformed or rejected credential raises
+    a BackendError that names its place (variable or file), never its value.
+    """
+    from kagglesdk.kaggle_env import get_access_token_from_env
+
+    config = Path(api.config)
+    problem = kaggle_json_problem(config)
+    if problem is not None and problem.fatal:
+        raise problem.error()
+    # Only the token's origin is kept; the client reads the token again itself.
+    _, token_origin = get_access_token_from_env()
+
     try:
         with _captured_output():
             api.authenticate()
     except SystemExit:
-        if token_set:
-            raise BackendError(
-                f"Kaggle rejected the access token in KAGGLE_API_TOKEN (inactive or expired); create a new one at {TOKEN_PAGE}"
-            ) from None
+        if token_origin is not None:
+            raise _token_rejected(token_origin, fallback=None) from None
+        if problem is not None:
+            raise problem.error() from None
         raise BackendError(f"no Kaggle credentials found; {_credential_places()} (create a token at {TOKEN_PAGE})") from None
     except (requests.RequestException, OSError) as error:
         where = endpoint or "Kaggle"
         raise BackendError(f"could not check the Kaggle access token with {where}: {type(error).__name__}: {error}; check the network connection") from error
+
+    method = str(api.config_values.get("auth_method") or "")
+    if token_origin is not None and method != "ACCESS_TOKEN":
+        # The client moved on to other credentials after the token failed its check, but its HTTP
+        # client (kagglesdk 0.1.38) still sends any token it finds, so every call would get HTTP 401.
+        raise _token_rejected(token_origin, fallback=_credential_source(method, None, config))
+    source = _credential_source(method, token_origin, config)
+    if method == "LEGACY_API_KEY":
+        _check_api_key(api.config_values, config, problem)
+    file_used = method == "LEGACY_API_KEY" and not ("KAGGLE_USERNAME" in os.environ and "KAGGLE_KEY" in os.environ)
+    if problem is not None and not file_used:
+        logger.warning("ignoring kaggle.json at %s, which %s; using %s", config, problem.text, source.description)
+
     user = api.config_values.get("username")
     if not user:
-        raise BackendError(f"the Kaggle credentials name no user; {_credential_places()}")
-    logger.debug("authenticated with Kaggle as %s (%s)", user, api.config_values.get("auth_method"))
-    return str(user)
+        raise BackendError(f"{source.description} names no Kaggle user; {_credential_places()}")
+    logger.debug("authenticated with Kaggle as %s with %s", user, source.description)
+    return str(user), source
+
+
+def _check_api_key(values: dict[str, Any], config: Path, problem: KaggleJsonProblem | None) -> None:
+    """Raise when the user name or key that the client will send is empty or not a string."""
+    for name in ("username", "key"):
+        value = values.get(name)
+        if isinstance(value, str) and value.strip():
+            continue
+        variable = f"KAGGLE_{name.upper()}"
+        if variable in os.environ:
+            raise BackendError(f"{variable} is empty; set it to your Kaggle {'user name' if name == 'username' else 'API key'}, or unset it")
+        if problem is not None:
+            raise problem.error()
+        raise BackendError(f"kaggle.json at {config} has no usable {name!r}; {_credential_places()}")
+
+
+def _credential_source(method: str, token_origin: str | None, config: Path) -> CredentialSource:
+    """Describe the credential that the client authenticated with, by its place, never its value."""
+    if method == "ACCESS_TOKEN":
+        description, _ = _token_place(token_origin)
+        return CredentialSource("token", description, f"create a new token at {TOKEN_PAGE} and replace {description}")
+    if method == "OAUTH":
+        path = Path(os.path.expanduser("~/.kaggle/credentials.json"))
+        return CredentialSource("oauth", f"the OAuth credentials in {path}", "log in again with `kaggle auth login`")
+
+    # The client reads kaggle.json first and lets KAGGLE_USERNAME and KAGGLE_KEY override its values.
+    file = f"kaggle.json at {config}"
+    user_variable = "KAGGLE_USERNAME" in os.environ
+    key_variable = "KAGGLE_KEY" in os.environ
+    key_hint = f"an API key from {TOKEN_PAGE}"
+    if user_variable and key_variable:
+        return CredentialSource("api key", "the user name and key in KAGGLE_USERNAME and KAGGLE_KEY", f"set KAGGLE_USERNAME to your user name and KAGGLE_KEY to {key_hint}")
+    if key_variable:
+        return CredentialSource("api key", f"the key in KAGGLE_KEY with the user name in {file}", f"set KAGGLE_KEY to {key_hint} and check the user name in {config}")
+    if user_variable:
+        return CredentialSource("api key", f"the key in {file} with the user name in KAGGLE_USERNAME", f"write {key_hint} into {config} and check KAGGLE_USERNAME")
+    return CredentialSource("api key", f"the user name and key in {file}", f"write your user name and {key_hint} into {config}")
+
+
+def _token_place(origin: str | None) -> tuple[str, str]:
+    """Return where the client found its access token, and how to stop it from using that token."""
+    if origin == "KAGGLE_API_TOKEN":
+        value = os.environ.get("KAGGLE_API_TOKEN", "")
+        # The client reads the variable as a file's path when such a file exists; a path is no secret.
+        if os.path.exists(value):
+            return f"the access token in {value} (the file KAGGLE_API_TOKEN names)", "unset KAGGLE_API_TOKEN"
+        return "the access token in KAGGLE_API_TOKEN", "unset KAGGLE_API_TOKEN"
+    if origin == "access_token":
+        path = Path(os.path.expanduser("~/.kaggle/access_token"))
+        if not path.is_file():
+            path = path.with_name("access_token.txt")
+        return f"the access token in {path}", f"delete {path}"
+    if origin == "KAGGLE_API_V1_TOKEN":
+        return f"the access token in {os.environ.get(origin, '')} (the file KAGGLE_API_V1_TOKEN names)", "unset KAGGLE_API_V1_TOKEN"
+    return f"the access token from {origin or 'an unknown place'}", "remove it"
+
+
+def _token_rejected(origin: str, fallback: CredentialSource | None) -> BackendError:
+    description, removal = _token_place(origin)
+    message = f"Kaggle rejected {description} (inactive or expired); create a new one at {TOKEN_PAGE}"
+    if fallback is not None:
+        message += f", or {removal} to use {fallback.description}"
+    return BackendError(message)
 
 
 def _credential_places() -> str:

@@ -13,19 +13,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FaultKind = Literal["rate_limit", "server_error", "drop", "stale_status", "slow_processing", "queue", "extra_output"]
+FaultKind = Literal["rate_limit", "server_error", "drop", "reject_credentials", "stale_status", "slow_processing", "queue", "extra_output"]
 
 FAULT_HELP = {
     "rate_limit": "answer HTTP 429 with a Retry-After of `retry_after` seconds",
     "server_error": "answer HTTP `status` (a 5xx, 500 by default)",
     "drop": "close the connection without an answer (an upload first reads `after_bytes` of its body)",
+    "reject_credentials": "answer HTTP 401, as Kaggle does for a credential it no longer accepts",
     "stale_status": "answer an unpinned GetKernelSessionStatus with the previous version's status",
     "slow_processing": "keep the next dataset versions processing for `seconds`",
     "queue": "keep the next pushed kernel versions queued for `seconds` before they run",
     "extra_output": "add an entry `file_name` holding `content` to the next output listings",
 }
 # Faults that respond to a request in place of the emulator. The others change what the emulator does.
-TRANSPORT_KINDS: frozenset[str] = frozenset({"rate_limit", "server_error", "drop"})
+TRANSPORT_KINDS: frozenset[str] = frozenset({"rate_limit", "server_error", "drop", "reject_credentials"})
 
 
 class Fault(BaseModel):

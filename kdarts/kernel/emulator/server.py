@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 RPC_PREFIX = "/api/v1/"
 CHUNK_SIZE = 1 << 20
+UNAUTHENTICATED = "Unauthenticated: missing or invalid credentials."
 
 
 class EmulatorSettings(BaseModel):
@@ -138,7 +139,7 @@ class KaggleEmulator:
                 for user, key in self.settings.users.items():
                     if key == value.strip():
                         return user
-        raise EmulatorError(401, "Unauthenticated: missing or invalid credentials.")
+        raise EmulatorError(401, UNAUTHENTICATED)
 
     def introspect(self, body: dict[str, Any]) -> dict[str, Any]:
         for user, key in self.settings.users.items():
@@ -258,6 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _DropConnection
         if fault.kind == "rate_limit":
             raise _RateLimited(fault.retry_after)
+        if fault.kind == "reject_credentials":
+            raise EmulatorError(401, UNAUTHENTICATED)
         raise EmulatorError(fault.status, f"Injected server error on {target}.")
 
     def _upload(self, token: str, record: RequestRecord) -> None:
@@ -277,6 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._drain_body(length - (keep or 0))
             if fault.kind == "rate_limit":
                 raise _RateLimited(fault.retry_after)
+            if fault.kind == "reject_credentials":
+                raise EmulatorError(401, UNAUTHENTICATED)
             raise EmulatorError(fault.status, "Injected server error on upload.")
         self._send_bytes(status, b"" if status == 308 else b"{}", record, headers=headers)
 
