@@ -17,7 +17,8 @@ TINY = dict(layers=3, init_channels=4, nodes=2, batch_size=32, max_train_images=
 
 
 def test_search_lowers_training_loss(tmp_path: Path, sample_dataset, torch_threads) -> None:
-    config = SearchConfig(epochs=5, **TINY)
+    # Batches of 16 give 8 steps per epoch: 40 steps lower the loss by about 7%.
+    config = SearchConfig(epochs=5, **{**TINY, "batch_size": 16})
 
     result = run_search(config, SearchOptions(output=tmp_path / "out", device="cpu"), dataset=sample_dataset)
 

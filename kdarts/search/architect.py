@@ -15,24 +15,37 @@ where the Hessian-vector product is a central finite difference:
     (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)) / (2 eps),
     w+- = w +- eps * grad_w' L_val(w', alpha),   eps = 0.01 / ||grad_w' L_val(w', alpha)||.
 
+The scale 0.01 is the DARTS paper's. It is an approximation in a ReLU network: a perturbation
+of that size flips the sign of some ReLU inputs, so the difference quotient differs from the
+exact derivative at w. With a small enough scale in float64 it matches the exact unrolled
+gradient (tests/test_architect.py), which checks the formula itself.
+
 The unrolled weights live in plain tensors passed through `torch.func.functional_call`, so the
 network is never copied. Batch-norm buffers are cloned for those passes so that the extra forward
-passes leave the network's running statistics as they were.
+passes leave the network's running statistics as they were. The unrolled step is the step the
+weight optimizer (SGD) would take: momentum buffer and weight decay included, gradient clipping
+left out, as in `_compute_unrolled_model` of the DARTS authors' architect.py.
+
+The second-order gradient always runs without autocast: the finite difference subtracts two
+nearly equal gradients, which bfloat16's 8-bit mantissa would turn into noise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from kdarts.search.device import DeviceSettings
 from kdarts.search.network import ArchitectureParameters, SearchNetwork
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+# The norm of the weight perturbation in the finite-difference Hessian-vector product.
 FINITE_DIFFERENCE_SCALE = 0.01
 
 
@@ -63,11 +76,18 @@ class Architect:
         train_batch: tuple[torch.Tensor, torch.Tensor],
         valid_batch: tuple[torch.Tensor, torch.Tensor],
         weight_learning_rate: float,
+        *,
+        settings: DeviceSettings | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Take one Adam step on the alphas; return the validation loss and logits (detached)."""
+        """Take one Adam step on the alphas; return the validation loss and logits (detached).
+
+        `settings` supplies the autocast of a first-order step; second-order steps run in the
+        parameters' own precision.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == "first":
-            loss, logits = self._first_order_gradient(valid_batch)
+            with settings.autocast() if settings is not None else nullcontext():
+                loss, logits = self._first_order_gradient(valid_batch)
         else:
             loss, logits = self._second_order_gradient(train_batch, valid_batch, weight_learning_rate)
         self.optimizer.step()
@@ -109,8 +129,13 @@ def second_order_alpha_gradient(
     valid_batch: tuple[torch.Tensor, torch.Tensor],
     xi: float,
     loss_function: LossFunction = nn.functional.cross_entropy,
+    finite_difference_scale: float = FINITE_DIFFERENCE_SCALE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return the unrolled DARTS gradient for both alphas, the validation loss and its logits."""
+    """Return the unrolled DARTS gradient for both alphas, the validation loss and its logits.
+
+    `xi` is the unrolled step's learning rate, and the weight perturbation of the Hessian-vector
+    product has norm `finite_difference_scale`.
+    """
     names = [name for name, _ in network.named_parameters()]
     weights = [parameter.detach() for _, parameter in network.named_parameters()]
     alpha_normal, alpha_reduce = alphas.normal, alphas.reduce
@@ -129,9 +154,12 @@ def second_order_alpha_gradient(
     gradients = torch.autograd.grad(valid_loss, [alpha_normal, alpha_reduce, *unrolled])
     direct_normal, direct_reduce, weight_gradients = gradients[0], gradients[1], gradients[2:]
 
-    # Finite-difference Hessian-vector product around w along grad_w' L_val.
+    # Finite-difference Hessian-vector product around w along grad_w' L_val. A zero gradient
+    # would give an infinite epsilon, but then the product is zero anyway.
     norm = torch.cat([gradient.reshape(-1) for gradient in weight_gradients]).norm()
-    epsilon = FINITE_DIFFERENCE_SCALE / norm
+    if norm == 0:
+        return direct_normal, direct_reduce, valid_loss.detach(), valid_logits.detach()
+    epsilon = finite_difference_scale / norm
     plus = [weight + epsilon * gradient for weight, gradient in zip(weights, weight_gradients)]
     minus = [weight - epsilon * gradient for weight, gradient in zip(weights, weight_gradients)]
     plus_normal, plus_reduce = torch.autograd.grad(loss_at(plus, train_batch)[0], [alpha_normal, alpha_reduce])

@@ -16,12 +16,22 @@ PADDING = 4
 class ImageBatches:
     """Images and labels held as tensors on the search device, sliced into normalised batches."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, mean: np.ndarray, std: np.ndarray):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        device: torch.device,
+        mean: np.ndarray,
+        std: np.ndarray,
+        *,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         # NHWC uint8 to NCHW uint8 once; batches are converted to float only when they are drawn.
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(labels).to(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.memory_format = memory_format
 
     def batch(
         self, indices: np.ndarray, *, augment: bool, generator: torch.Generator | None = None
@@ -32,7 +42,7 @@ class ImageBatches:
             if generator is None:
                 raise ValueError("augmentation needs a generator")
             images = random_crop_and_flip(images, generator)
-        images = (images - self.mean) / self.std
+        images = ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return images, self.labels.index_select(0, index)
 
 
@@ -43,7 +53,11 @@ def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def random_crop_and_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Crop each `(C, H, W)` image at a random offset of the zero-padded image and flip half of them."""
+    """Crop each `(C, H, W)` image at a random offset of the zero-padded image and flip half of them.
+
+    Offsets are uniform in 0..8 on each axis, so a crop keeps the image size and shifts the
+    content by up to 4 pixels. Each image is flipped left to right with probability 1/2.
+    """
     count, _, height, width = images.shape
     padded = torch.nn.functional.pad(images, (PADDING, PADDING, PADDING, PADDING))
 

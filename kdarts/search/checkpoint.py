@@ -28,7 +28,13 @@ _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
 def checkpoint_folder(output: Path) -> Path:
+    """Return the checkpoint folder of a search output folder."""
     return Path(output) / CHECKPOINT_FOLDER
+
+
+def checkpoint_path(folder: Path, global_step: int) -> Path:
+    """Return the path of the checkpoint of `global_step` in `folder`."""
+    return Path(folder) / f"step-{global_step:08d}.pt"
 
 
 def save_checkpoint(folder: Path, global_step: int, state: dict[str, Any]) -> Path:
@@ -37,7 +43,7 @@ def save_checkpoint(folder: Path, global_step: int, state: dict[str, Any]) -> Pa
     torch.save(state, buffer)
     data = buffer.getvalue()
 
-    path = Path(folder) / f"step-{global_step:08d}.pt"
+    path = checkpoint_path(folder, global_step)
     write_bytes_atomic(path, data)
     # The checksum is written last: a checkpoint without one was interrupted and is never loaded.
     write_bytes_atomic(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode() + b"\n")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdarts.search.ops import FactorizedReduce, ReLUConvBN, build_operation
+from kdarts.search.ops import FactorizedReduce, ReLUConvBN, build_operation, starts_with_relu
 
 
 def edge_count(nodes: int) -> int:
@@ -39,20 +39,46 @@ class NetworkConfig:
 
 
 class MixedOperation(nn.Module):
-    """One edge: the softmax-weighted sum of every candidate operation."""
+    """One edge: the softmax-weighted sum of every candidate operation.
+
+    The primitives that start with a ReLU are built without it and read `activated`, the ReLU
+    of the input, which the cell computes once for all edges that read the same state.
+    """
 
     def __init__(self, primitives: tuple[str, ...], channels: int, stride: int):
         super().__init__()
         # `none` outputs zeros, so its term in the weighted sum is zero whatever its weight; it is
         # left out of the computation. Its logit still gets a gradient through the softmax.
         self.active_indices = [index for index, name in enumerate(primitives) if name != "none"]
-        self.operations = nn.ModuleList(build_operation(primitives[index], channels, stride) for index in self.active_indices)
+        self.reads_activated = [starts_with_relu(primitives[index], stride) for index in self.active_indices]
+        self.operations = nn.ModuleList(
+            build_operation(primitives[index], channels, stride, relu_first=False) for index in self.active_indices
+        )
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        total = None
-        for index, operation in zip(self.active_indices, self.operations):
-            term = weights[index] * operation(x)
-            total = term if total is None else total + term
+    @property
+    def needs_activated(self) -> bool:
+        return any(self.reads_activated)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        activated: torch.Tensor | None,
+        weights: torch.Tensor,
+        accumulator: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return the weighted sum of the operations, added in place to `accumulator` if given.
+
+        `accumulator` must be a tensor that no autograd node has saved, such as an earlier
+        return value of this method. One in-place multiply-add per operation reads and writes
+        less memory than a product and a sum in new tensors.
+        """
+        total = accumulator
+        for index, reads_activated, operation in zip(self.active_indices, self.reads_activated, self.operations):
+            output = operation(activated if reads_activated else x)
+            if total is None:
+                total = output * weights[index]
+            else:
+                total = total.addcmul_(output, weights[index])
         if total is None:
             raise RuntimeError("a mixed operation needs at least one primitive other than 'none'")
         return total
@@ -83,22 +109,32 @@ class SearchCell(nn.Module):
         self.preprocess1 = ReLUConvBN(channels_prev, channels, 1, 1, 0, affine=False)
 
         self.edges = nn.ModuleList()
+        # Whether any edge out of state s (inputs 0 and 1, then the nodes) reads relu(state s).
+        self.state_needs_activated = [False] * (nodes + 2)
         for node in range(nodes):
             for input_index in range(2 + node):
                 stride = 2 if reduction and input_index < 2 else 1
-                self.edges.append(MixedOperation(primitives, channels, stride))
+                edge = MixedOperation(primitives, channels, stride)
+                self.edges.append(edge)
+                self.state_needs_activated[input_index] |= edge.needs_activated
 
     def forward(self, input0: torch.Tensor, input1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(input0), self.preprocess1(input1)]
+        activated = [self._activate(index, state) for index, state in enumerate(states)]
         offset = 0
         for _ in range(self.nodes):
             node = None
             for input_index, state in enumerate(states):
-                term = self.edges[offset + input_index](state, weights[offset + input_index])
-                node = term if node is None else node + term
+                # Every edge into the node adds its terms to the same tensor.
+                node = self.edges[offset + input_index](state, activated[input_index], weights[offset + input_index], node)
             offset += len(states)
             states.append(node)
+            activated.append(self._activate(len(states) - 1, node))
         return torch.cat(states[2:], dim=1)
+
+    def _activate(self, index: int, state: torch.Tensor) -> torch.Tensor | None:
+        # One ReLU per state serves every edge that reads it.
+        return torch.relu(state) if self.state_needs_activated[index] else None
 
 
 class SearchNetwork(nn.Module):
