@@ -12,13 +12,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from kdarts import fileio
 from kdarts.errors import PlanError
 from kdarts.plan.shapes import FileKind, json_kind, looks_like_genotype, wrong_kind_message
 
@@ -565,45 +565,19 @@ def load_alphas(path: str | os.PathLike[str]) -> Alphas:
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the complete new one.
+    """Write `data` to `path` atomically (see `kdarts.fileio.write_bytes_atomic`).
 
-    The bytes go to a temporary file in the same directory, which is flushed with fsync and
-    then renamed over `path`. Raises PlanError when the directory is missing or not writable.
+    Raises PlanError when the directory is missing or not writable.
     """
     target = Path(path)
-    directory = target.parent
+    if not target.parent.is_dir():
+        raise PlanError(
+            f"failed to write '{target}': the directory '{target.parent}' does not exist. Create it or choose another path."
+        )
     try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        fileio.write_bytes_atomic(target, data)
     except OSError as error:
-        raise PlanError(f"failed to write '{target}': {error}. Check that the directory exists and is writable.") from error
-
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            temp_file.write(data)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.replace(temp_name, target)
-    except OSError as error:
-        Path(temp_name).unlink(missing_ok=True)
-        raise PlanError(f"failed to write '{target}': {error}") from error
-
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename durable. Some platforms (Windows) cannot open a directory, which only
-    # weakens durability, so that failure is logged and not raised.
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError as error:
-        logger.debug("cannot open %s to fsync it: %s", directory, error)
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError as error:
-        logger.debug("fsync of directory %s failed: %s", directory, error)
-    finally:
-        os.close(descriptor)
+        raise PlanError(f"failed to write '{target}': {error}. Check that the directory is writable.") from error
 
 
 def save_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
