@@ -72,9 +72,9 @@ def test_package_wheel_ships_and_finds_builtin_specs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "kdarts/_bundled/kernels/search.toml" in names
-    assert "kdarts/_bundled/templates/search.ipynb.j2" in names
-    assert "kdarts/_bundled/templates/_common.j2" in names
+    assert "kdarts_bundled/kernels/search.toml" in names
+    assert "kdarts_bundled/templates/search.ipynb.j2" in names
+    assert "kdarts_bundled/templates/_common.j2" in names
     assert Path(found["package"]).is_relative_to(site)
-    assert found["specs"]["search"] == str(site / "kdarts" / "_bundled" / "kernels" / "search.toml")
+    assert found["specs"]["search"] == str(site / "kdarts_bundled" / "kernels" / "search.toml")
     assert found["cells"] > 5

@@ -1,9 +1,9 @@
 """Chain kernel sessions across the platform's time limit through a checkpoint dataset.
 
-`run_chain` pushes a kernel, waits for it, pulls its output and reads the engine's `status.json`.
+`Chain.run` pushes a kernel, waits for it, pulls its output and reads the engine's `status.json`.
 While the engine reports `incomplete` (it stopped at its time budget), the newest checkpoint is
-verified against the output's manifest, published as a new version of the chain's checkpoint
-dataset, and the next session is pushed with that dataset attached; the notebook verifies the
+verified against the output's manifest and published as a new version of the chain's checkpoint
+dataset. The next session is pushed with that dataset attached, and the notebook verifies the
 checkpoint again before it resumes. Once the engine reports `complete`, the chain is done.
 
 The orchestrator's own state lives in `runs/<kernel>/chain.json`, rewritten atomically after
@@ -125,8 +125,8 @@ def checkpoint_dataset_ref(spec: KernelSpec, owner: str) -> str:
 
 
 def _fault(step: str) -> None:
-    wanted = [name.strip() for name in os.environ.get(FAULT_VARIABLE, "").split(",") if name.strip()]
-    if step not in wanted:
+    requested = [name.strip() for name in os.environ.get(FAULT_VARIABLE, "").split(",") if name.strip()]
+    if step not in requested:
         return
     marker_folder = Path(os.environ.get(FAULT_DIR_VARIABLE, "."))
     marker = marker_folder / f"fault-{step}"
@@ -402,7 +402,7 @@ class Chain:
 
     def _republish_last_good_if_needed(self, session: Session) -> None:
         # A session that failed while verifying its input checkpoint points at a bad dataset
-        # version; the retry then gets a fresh copy of the last good checkpoint.
+        # version, so the retry gets a fresh copy of the last good checkpoint.
         if self.state.last_good_folder is None or "CheckpointError" not in (session.error or ""):
             return
         staging = Path(self.state.last_good_folder)

@@ -213,7 +213,7 @@ def pull_kernel(backend: Backend, record: PushRecord, target: Path | None = None
 def verify_manifest(folder: Path) -> int:
     """Check a pulled output against its manifest (see `kdarts.runtime.verify_manifest`).
 
-    A mismatch is a BackendError that asks for another pull.
+    A mismatch raises BackendError, with a request to pull again.
     """
     try:
         return runtime_verify_manifest(folder)

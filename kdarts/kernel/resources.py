@@ -1,7 +1,7 @@
 """Locate the built-in kernel specs and templates.
 
-An installed wheel carries them under `kdarts/_bundled/`; an editable install (a source checkout)
-reads the top-level `kernels/` and `templates/` folders directly.
+An installed wheel carries them in a `kdarts_bundled/` folder beside the package. An editable
+install (a source checkout) reads the top-level `kernels/` and `templates/` folders directly.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ _PACKAGE_DIR = Path(kdarts.__file__).parent
 
 def builtin_folder(name: str) -> Path:
     """Return the built-in `kernels` or `templates` folder."""
-    for candidate in (_PACKAGE_DIR / "_bundled" / name, _PACKAGE_DIR.parent / name):
+    for candidate in (_PACKAGE_DIR.parent / "kdarts_bundled" / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"kdarts' built-in {name}/ folder is missing; reinstall kdarts")
