@@ -16,7 +16,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
 
     The bytes go to a temporary file in the same folder, are flushed to disk with fsync, and the
-    temporary file is renamed over `path`; the folder is synced too so the rename survives a crash.
+    temporary file is renamed over `path`. The folder is synced too, so the rename survives a crash.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ KAGGLE_ROOT = Path("/kaggle")
 
 @dataclass(frozen=True)
 class KernelEnvironment:
-    """Where a notebook runs and the folders it reads from and writes to."""
+    """Platform of a running notebook and the folders it reads from and writes to."""
 
     platform: Platform
     input_dir: Path
@@ -88,7 +88,7 @@ def dataset_input(folder: Path) -> Path:
 
 
 def describe_device() -> str:
-    """Return the accelerator torch sees (GPU names or 'CPU'), for the notebook's log."""
+    """Return the accelerator torch finds (GPU names or 'CPU'), for the notebook's log."""
     try:
         import torch
     except ImportError:

@@ -13,7 +13,7 @@ from kdarts.data import Dataset, load_dataset
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Give every test its own HOME, KDARTS_HOME and TMPDIR, so no test sees another's state."""
+    """Give every test its own HOME, KDARTS_HOME and TMPDIR, so no test reads another's state."""
     home = tmp_path / "home"
     home.mkdir()
     temporary = tmp_path / "tmp"

@@ -237,7 +237,7 @@ def pull(
 
 @app.command("list")
 def list_kernels() -> None:
-    """List the kernel specs this folder sees (./kernels first, then the built-in ones)."""
+    """List the kernel specs found from this folder (./kernels first, then the built-in ones)."""
     from kdarts.kernel.specs import list_specs, load_spec, spec_profiles
 
     for name, path in list_specs().items():

@@ -105,7 +105,7 @@ def collect_assets(spec: KernelSpec, wheel: EngineWheel, target: Target = "kaggl
         raise RenderError(f"{spec.path}: kernel.assets lists several files named {', '.join(duplicates)}; rename one")
     if not embeds_engine(spec, target):
         if wheel.filename in names:
-            raise RenderError(f"{spec.path}: kernel.assets already holds a file named {wheel.filename}")
+            raise RenderError(f"{spec.path}: kernel.assets already contains a file named {wheel.filename}")
         assets.append(Asset(name=wheel.filename, path=Path(wheel.filename), sha256=wheel.sha256))
     return assets
 
@@ -156,7 +156,7 @@ def validate_engine_parameters(spec: KernelSpec) -> None:
     from kdarts.search.config import SearchConfig
 
     values = {key: value for key, value in spec.params.items() if key in SearchConfig.model_fields and key != "data"}
-    # The spec writes 0 for "every training image"; the engine's model says None.
+    # The spec writes 0 for "every training image", where the engine's model expects None.
     if values.get("max_train_images") == 0:
         values["max_train_images"] = None
     try:

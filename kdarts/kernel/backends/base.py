@@ -1,8 +1,8 @@
 """The backend interface and its registry.
 
 A backend runs kernel bundles somewhere (this machine, Kaggle) and stores datasets there. Backends
-register under a name; the CLI looks them up with `get_backend`, so a new backend is a new class,
-not a new branch in the callers.
+register under a name, and the CLI looks them up with `get_backend`. A new backend is therefore a
+new class, not a new branch in the callers.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class KernelStatus(BaseModel):
 
 @dataclass(frozen=True)
 class PushResult:
-    """What a push returns: the kernel's reference, the version it created and where to see it."""
+    """Result of a push: the kernel's reference, the version it created and where to see it."""
 
     ref: str
     version: int
@@ -80,7 +80,7 @@ class Backend(abc.ABC):
     @property
     @abc.abstractmethod
     def owner(self) -> str:
-        """The user that owns pushed kernels and created datasets."""
+        """Return the user that owns pushed kernels and created datasets."""
 
     @abc.abstractmethod
     def push(self, bundle: Bundle, *, session_limit: float | None = None) -> PushResult:

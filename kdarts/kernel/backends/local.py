@@ -83,10 +83,7 @@ class LocalBackend(Backend):
 
     def versions(self, ref: str) -> list[int]:
         """Return the pushed versions of a kernel, oldest first."""
-        folder = self.kernel_folder(ref)
-        if not folder.is_dir():
-            return []
-        return sorted(int(path.name[1:]) for path in folder.iterdir() if path.name[:1] == "v" and path.name[1:].isdigit())
+        return _numbered_versions(self.kernel_folder(ref))
 
     def push(self, bundle: Bundle, *, session_limit: float | None = None) -> PushResult:
         metadata = json.loads((bundle.folder / METADATA_FILE).read_text())
@@ -216,10 +213,7 @@ class LocalBackend(Backend):
         return self.root / "datasets" / owner / slug
 
     def dataset_versions(self, ref: str) -> list[int]:
-        folder = self.dataset_folder(ref)
-        if not folder.is_dir():
-            return []
-        return sorted(int(path.name[1:]) for path in folder.iterdir() if path.name[:1] == "v" and path.name[1:].isdigit())
+        return _numbered_versions(self.dataset_folder(ref))
 
     def dataset_exists(self, ref: str) -> bool:
         return bool(self.dataset_versions(ref))
@@ -279,8 +273,8 @@ def _make_read_only(folder: Path) -> None:
     folder.chmod(0o555)
 
 
-# A Kaggle kernel never sees its pusher's environment; the local backend keeps that promise for
-# anything that looks like a credential.
+# A Kaggle kernel never gets its pusher's environment variables, so the local backend drops
+# every variable that looks like a credential.
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 _SECRET_PREFIXES = ("KAGGLE_", "AWS_", "GOOGLE_", "AZURE_", "GH_", "GITHUB_")
 
@@ -292,6 +286,13 @@ def kernel_environment(environment: Mapping[str, str]) -> dict[str, str]:
         for name, value in environment.items()
         if not _SECRET_NAME.search(name) and not name.upper().startswith(_SECRET_PREFIXES)
     }
+
+
+def _numbered_versions(folder: Path) -> list[int]:
+    """Return N for every `v<N>` folder in `folder`, oldest first; staging folders start with a dot."""
+    if not folder.is_dir():
+        return []
+    return sorted(int(path.name[1:]) for path in folder.iterdir() if path.name[:1] == "v" and path.name[1:].isdigit())
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -312,7 +313,7 @@ def _worker_alive(folder: Path) -> bool:
         return False
     except PermissionError:
         return True
-    # A finished child that nobody waited for stays as a zombie; it counts as dead.
+    # A finished child that no process has waited for stays a zombie, which counts as dead.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
         return state != "Z"

@@ -175,7 +175,12 @@ def _execute(client: StreamingNotebookClient, notebook: Any, executed_path: Path
             if remaining is not None and remaining <= 0:
                 return _fail(update, executed_path, notebook, index, "SessionLimitExceeded", f"the session limit of {limit:.0f} s was reached")
             limited_by_session = remaining is not None and (cell_timeout is None or remaining < cell_timeout)
-            client.timeout = int(max(1, remaining)) if limited_by_session else (int(cell_timeout) if cell_timeout else None)
+            if limited_by_session:
+                client.timeout = int(max(1, remaining))
+            elif cell_timeout:
+                client.timeout = int(cell_timeout)
+            else:
+                client.timeout = None
             update(cells_done=done, current_cell=index)
             try:
                 client.execute_cell(notebook.cells[index], index)
